@@ -1,0 +1,142 @@
+"""Backbones and the embedding network: backbone -> global average pool -> linear -> L2 norm.
+
+Inputs are RGB images as float32 in [0, 255]; each backbone's own preprocessing (ImageNet
+scaling for InceptionV3, caffe-style mean subtraction for ResNet50) is a layer inside the
+network, so the saved model and the SavedModel export take raw pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and what input it expects."""
+
+    constructor: Callable[..., keras.Model] | None
+    preprocessing: str          # mode of :class:`ImagePreprocessing`
+    default_size: int
+    default_weights: str | None
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "inception_v3": BackboneSpec(keras.applications.InceptionV3, "tf", 299, "imagenet"),
+    "resnet50": BackboneSpec(keras.applications.ResNet50, "caffe", 224, "imagenet"),
+    "tiny_cnn": BackboneSpec(None, "unit", 32, None),
+}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ImagePreprocessing(layers.Layer):
+    """Maps [0, 255] RGB pixels to a backbone's expected input.
+
+    Modes: ``"tf"`` -> [-1, 1] (InceptionV3); ``"caffe"`` -> BGR minus the ImageNet mean
+    (ResNet50); ``"unit"`` -> [0, 1] (tiny_cnn).
+    """
+
+    _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("tf", "caffe", "unit"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, images):
+        images = keras.ops.cast(images, self.compute_dtype)
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
+        if self.mode == "caffe":
+            return images[..., ::-1] - keras.ops.convert_to_tensor(self._CAFFE_MEAN_BGR, self.compute_dtype)
+        return images / 255.0
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _tiny_cnn(input_tensor: keras.KerasTensor) -> keras.KerasTensor:
+    """Three conv blocks (32-64-128 filters) with BatchNorm: fast on CPU, for tests and digits."""
+    x = input_tensor
+    for filters in (32, 64, 128):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    return x
+
+
+def _applications_backbone(
+    name: str, spec: BackboneSpec, input_tensor: keras.KerasTensor, weights: str | None
+) -> keras.Model:
+    """A keras.applications model without its top; turns an offline ImageNet download into a clear error."""
+    if weights is None or os.path.isfile(weights):
+        return spec.constructor(include_top=False, weights=weights, input_tensor=input_tensor)
+    if weights != "imagenet":
+        raise FileNotFoundError(f"weights for backbone {name!r} must be 'imagenet', None or an existing file, got {weights!r}")
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)  # fail fast offline instead of hanging on the download
+    try:
+        return spec.constructor(include_top=False, weights="imagenet", input_tensor=input_tensor)
+    except Exception as error:  # keras raises Exception subclasses of many kinds for a failed fetch
+        raise RuntimeError(
+            f"could not load the ImageNet weights of {name!r} (no network?): {error}. "
+            f"Download the 'notop' weights file of keras.applications.{spec.constructor.__name__} "
+            "on a connected machine and either pass weights='/path/to/file.h5' or put it in "
+            "~/.keras/models/; or pass weights=None to train from scratch."
+        ) from error
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def build_embedding_net(
+    backbone: str = "tiny_cnn",
+    embedding_dim: int = 128,
+    input_size: int | None = None,
+    weights: str | None = "default",
+    freeze_batchnorm: bool = False,
+    name: str = "embedding_net",
+) -> keras.Model:
+    """The embedding net F: images (B, S, S, 3) in [0, 255] -> L2-normalised (B, embedding_dim).
+
+    Args:
+        backbone: one of ``BACKBONES`` (``inception_v3``, ``resnet50``, ``tiny_cnn``).
+        embedding_dim: size of the linear embedding layer on top of global average pooling.
+        input_size: square image side; the backbone's default when None.
+        weights: ``"imagenet"``, ``None`` (random init) or a path to a local no-top weights file;
+            ``"default"`` means ImageNet for the keras.applications backbones, None for tiny_cnn.
+        freeze_batchnorm: freeze every BatchNormalization layer of the backbone (statistics and
+            scale/offset), the protocol of the papers that fine-tune with small batches.
+
+    Raises:
+        ValueError: an unknown backbone name.
+        RuntimeError: ImageNet weights requested but not downloadable (offline).
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    spec = BACKBONES[backbone]
+    size = input_size or spec.default_size
+    weights = spec.default_weights if weights == "default" else weights
+    images = keras.Input((size, size, 3), name="images")
+    x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(images)
+    if spec.constructor is None:
+        if weights is not None:
+            raise ValueError("tiny_cnn has no pretrained backbone weights: use weights=None")
+        features = _tiny_cnn(x)
+    else:
+        base = _applications_backbone(backbone, spec, x, weights)
+        features = base.output
+    if freeze_batchnorm:
+        for layer in keras.Model(images, features).layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
+    pooled = layers.GlobalAveragePooling2D(name="pool")(features)
+    embedding = layers.Dense(embedding_dim, name="embedding")(pooled)
+    normalised = layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(embedding)
+    return keras.Model(images, normalised, name=name)

@@ -1,0 +1,59 @@
+"""Training methods: one ``keras.Model`` subclass per paper, all built on :class:`MetricModel`.
+
+``METHODS`` maps a method name (as used by the CLI and the registry) to its model class;
+:func:`build_model` builds the embedding net and the method's model from plain config values.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras
+
+from zoo.backbones import build_embedding_net
+from zoo.methods.metric_model import MetricModel
+
+METHODS: dict[str, type[keras.Model]] = {"triplet": MetricModel}
+
+
+def register_method(name: str):
+    """Class decorator: makes a method model available by ``name`` and serialisable by Keras."""
+
+    def decorator(cls: type[keras.Model]) -> type[keras.Model]:
+        METHODS[name] = keras.saving.register_keras_serializable(package="zoo")(cls)
+        return cls
+
+    return decorator
+
+
+def build_model(
+    method: str,
+    *,
+    backbone: str = "tiny_cnn",
+    embedding_dim: int = 128,
+    input_size: int | None = None,
+    backbone_weights: str | None = "default",
+    freeze_batchnorm: bool = False,
+    num_classes: int | None = None,
+    **hyperparameters: Any,
+) -> keras.Model:
+    """Build ``method``'s model on a fresh embedding net.
+
+    ``num_classes`` (training classes) is passed to the methods whose constructor takes it
+    (those with a classifier or discriminator); ``hyperparameters`` go to the constructor.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm)
+    if "num_classes" in inspect.signature(cls.__init__).parameters:
+        if num_classes is None:
+            raise ValueError(f"method {method!r} needs num_classes (the number of training classes)")
+        hyperparameters["num_classes"] = num_classes
+    model = cls(embedding_net=net, **hyperparameters)
+    model.build(net.input_shape)
+    return model
+
+
+__all__ = ["METHODS", "MetricModel", "build_model", "register_method"]

@@ -1,0 +1,119 @@
+"""MetricModel: an embedding net trained by a metric loss in a custom ``train_step``.
+
+The base every method reuses or extends. Its seams:
+
+- ``embedding_net``: images -> L2-normalised embeddings (:func:`zoo.backbones.build_embedding_net`);
+- ``metric_loss``: a :class:`zoo.losses.MetricLoss` (triplet + miner, contrastive, margin, ...);
+- the batches: P classes x K images from :func:`zoo.data.train_pipeline`.
+
+Distribution: ``train_step`` gathers embeddings and labels from every replica
+(:func:`zoo.ops.gather_global_batch`), so mining sees the whole global batch; the loss is the
+mean over the global batch, divided by the number of replicas before the gradient because the
+optimizer sums the replicas' gradients. Random choices use a stateless seed derived from the
+optimizer's iteration counter, identical on every replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from zoo import losses as losses_lib
+from zoo import ops
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MetricModel(keras.Model):
+    """Embedding net + metric loss. ``model(images)`` returns L2-normalised embeddings.
+
+    Args:
+        embedding_net: a Keras model mapping images to embeddings.
+        loss: a :class:`zoo.losses.MetricLoss`, its name (``"triplet"``) or serialisation dict.
+        seed: base seed of the stateless random mining.
+    """
+
+    def __init__(
+        self,
+        embedding_net: keras.Model,
+        loss: str | dict | losses_lib.MetricLoss = "triplet",
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.embedding_net = embedding_net
+        self.metric_loss = losses_lib.get(loss)
+        self.seed = int(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    # ---- inference -------------------------------------------------------------------------
+    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.embedding_net(images, training=training)
+
+    def build(self, input_shape=None) -> None:
+        self.embedding_net.build(input_shape or self.embedding_net.input_shape)
+        super().build(input_shape or self.embedding_net.input_shape)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.embedding_net.input_shape[1])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embedding_net.output_shape[-1])
+
+    # ---- training --------------------------------------------------------------------------
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker]
+
+    def step_seed(self) -> tf.Tensor:
+        """Seed of this step's random choices, the same on every replica."""
+        return ops.step_seed(self.seed, self.optimizer.iterations)
+
+    def compute_metric_loss(self, embeddings: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """The metric loss of one global batch (float32 scalar)."""
+        return self.metric_loss(embeddings, labels, self.step_seed())
+
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        labels = ops.check_batch(images, labels)
+        with tf.GradientTape() as tape:
+            embeddings = self(images, training=True)
+            global_embeddings, global_labels = ops.gather_global_batch(embeddings, labels)
+            loss = self.compute_metric_loss(global_embeddings, global_labels)
+            loss += self.regularization_loss()
+            scaled_loss = loss / ops.num_replicas()
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        images, labels = data[0], data[1]
+        labels = ops.check_batch(images, labels)
+        embeddings = self(images, training=False)
+        global_embeddings, global_labels = ops.gather_global_batch(embeddings, labels)
+        self.loss_tracker.update_state(self.compute_metric_loss(global_embeddings, global_labels))
+        return {"loss": self.loss_tracker.result()}
+
+    def regularization_loss(self) -> tf.Tensor:
+        """Sum of the layers' weight-regularisation losses (0 when there are none)."""
+        return tf.add_n([tf.cast(l, tf.float32) for l in self.losses]) if self.losses else tf.constant(0.0)
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "embedding_net": keras.saving.serialize_keras_object(self.embedding_net),
+            "loss": keras.saving.serialize_keras_object(self.metric_loss),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "MetricModel":
+        config = dict(config)
+        config["embedding_net"] = keras.saving.deserialize_keras_object(config["embedding_net"])
+        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)

@@ -1,0 +1,93 @@
+"""Tensor helpers shared by every method: distances, batch checks, global-batch gathering.
+
+All functions work on float32 (embeddings are cast up first, so losses stay float32 under
+``mixed_float16``) and inside ``tf.function`` and ``tf.distribute`` replica contexts.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def pairwise_squared_distances(x: tf.Tensor, y: tf.Tensor | None = None) -> tf.Tensor:
+    """Squared Euclidean distances ``||x_i - y_j||^2`` as an (N, M) float32 matrix (clipped at 0)."""
+    x = tf.cast(x, tf.float32)
+    y = x if y is None else tf.cast(y, tf.float32)
+    x_sq = tf.reduce_sum(tf.square(x), axis=1, keepdims=True)
+    y_sq = tf.reduce_sum(tf.square(y), axis=1, keepdims=True)
+    d2 = x_sq - 2.0 * tf.matmul(x, y, transpose_b=True) + tf.transpose(y_sq)
+    return tf.maximum(d2, 0.0)
+
+
+def pairwise_distances(x: tf.Tensor, y: tf.Tensor | None = None) -> tf.Tensor:
+    """Euclidean distances with a gradient that stays finite at zero distance."""
+    d2 = pairwise_squared_distances(x, y)
+    safe = tf.maximum(d2, 1e-12)
+    return tf.where(d2 > 0.0, tf.sqrt(safe), tf.zeros_like(d2))
+
+
+def same_class_masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Boolean (N, N) masks of positive pairs (same label, i != j) and negative pairs."""
+    labels = tf.reshape(labels, [-1])
+    same = tf.equal(labels[:, None], labels[None, :])
+    not_self = tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool))
+    return tf.logical_and(same, not_self), tf.logical_not(same)
+
+
+def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = True) -> tf.Tensor:
+    """Validate a training batch and return the labels as a flat int32 vector.
+
+    Raises ``ValueError`` at trace time for a wrong rank or dtype, and
+    ``tf.errors.InvalidArgumentError`` at run time for a batch with a single class or,
+    when ``need_positives``, with no two images of the same class.
+    """
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"images must be a rank-4 batch (batch, height, width, channels), got shape {images.shape}"
+        )
+    if labels.dtype.is_floating or labels.dtype == tf.string or labels.dtype == tf.bool:
+        raise ValueError(f"labels must be integer class ids, got dtype {labels.dtype.name}")
+    if labels.shape.rank not in (None, 1) and not (labels.shape.rank == 2 and labels.shape[-1] == 1):
+        raise ValueError(f"labels must have shape (batch,) or (batch, 1), got {labels.shape}")
+    labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+    tf.debugging.assert_equal(
+        tf.shape(labels)[0], tf.shape(images)[0], message="images and labels have different batch sizes"
+    )
+    num_classes = tf.size(tf.unique(labels).y)
+    tf.debugging.assert_greater(
+        num_classes, 1,
+        message="the batch holds a single class: metric learning needs at least 2 classes per batch "
+        "(use zoo.data.train_pipeline, which samples P classes x K images)",
+    )
+    if need_positives:
+        positives, _ = same_class_masks(labels)
+        tf.debugging.assert_equal(
+            tf.reduce_any(positives), True,
+            message="the batch has no two images of the same class, so no positive pair: "
+            "use images_per_class >= 2 in the P x K sampler",
+        )
+    return labels
+
+
+def num_replicas() -> int:
+    """Number of replicas of the current ``tf.distribute`` strategy (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def gather_global_batch(*tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    """Concatenate per-replica tensors along axis 0 so that mining sees the whole global batch.
+
+    Every replica receives the same global tensors (replica order), and gradients flow back to
+    each replica's own slice. A loss computed on the gathered batch is the same on every replica;
+    divide it by :func:`num_replicas` before taking gradients, because the optimizer sums them.
+    Outside a strategy (or with one replica) the tensors are returned unchanged.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensors
+    return tuple(context.all_gather(t, axis=0) for t in tensors)
+
+
+def step_seed(base_seed: int, iteration: tf.Tensor) -> tf.Tensor:
+    """A stateless-RNG seed that is identical on every replica at a given optimizer step."""
+    return tf.stack([tf.constant(base_seed, tf.int64), tf.cast(iteration, tf.int64)])
