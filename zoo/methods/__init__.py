@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
@@ -15,6 +16,9 @@ from zoo.backbones import build_embedding_net
 from zoo.methods.metric_model import MetricModel
 
 METHODS: dict[str, type[keras.Model]] = {"triplet": MetricModel}
+
+# One module per method; each defines its model class (registered below) and its PRESETS.
+METHOD_MODULES = ("triplet",)
 
 
 def register_method(name: str):
@@ -56,4 +60,15 @@ def build_model(
     return model
 
 
-__all__ = ["METHODS", "MetricModel", "build_model", "register_method"]
+def all_presets() -> list[dict[str, Any]]:
+    """Every method module's registry presets."""
+    presets: list[dict[str, Any]] = []
+    for module in METHOD_MODULES:
+        presets.extend(importlib.import_module(f"zoo.methods.{module}").PRESETS)
+    return presets
+
+
+for _module in METHOD_MODULES:
+    importlib.import_module(f"zoo.methods.{_module}")
+
+__all__ = ["METHODS", "MetricModel", "all_presets", "build_model", "register_method"]

@@ -4,7 +4,9 @@ The base every method reuses or extends. Its seams:
 
 - ``embedding_net``: images -> L2-normalised embeddings (:func:`zoo.backbones.build_embedding_net`);
 - ``metric_loss``: a :class:`zoo.losses.MetricLoss` (triplet + miner, contrastive, margin, ...);
-- the batches: P classes x K images from :func:`zoo.data.train_pipeline`.
+- the batches: :meth:`MetricModel.make_train_dataset` (P classes x K images from
+  :func:`zoo.data.train_pipeline`; methods with their own batch construction override it);
+- :meth:`MetricModel.training_callbacks`: callbacks a method needs during ``fit`` (none here).
 
 Distribution: ``train_step`` gathers embeddings and labels from every replica
 (:func:`zoo.ops.gather_global_batch`), so mining sees the whole global batch; the loss is the
@@ -31,6 +33,8 @@ class MetricModel(keras.Model):
     Args:
         embedding_net: a Keras model mapping images to embeddings.
         loss: a :class:`zoo.losses.MetricLoss`, its name (``"triplet"``) or serialisation dict.
+        miner: with a loss given by name, the miner it uses (``"semi-hard"``, ...); the miner
+            is then part of the loss's config.
         seed: base seed of the stateless random mining.
     """
 
@@ -38,12 +42,15 @@ class MetricModel(keras.Model):
         self,
         embedding_net: keras.Model,
         loss: str | dict | losses_lib.MetricLoss = "triplet",
+        miner: str | None = None,
         seed: int = 0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.embedding_net = embedding_net
-        self.metric_loss = losses_lib.get(loss)
+        if miner is not None and not isinstance(loss, str):
+            raise ValueError("miner= applies to a loss given by name; configure the miner of a loss object on the loss")
+        self.metric_loss = losses_lib.get(loss, **({"miner": miner} if miner is not None else {}))
         self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
@@ -64,6 +71,18 @@ class MetricModel(keras.Model):
         return int(self.embedding_net.output_shape[-1])
 
     # ---- training --------------------------------------------------------------------------
+    def make_train_dataset(
+        self, image_set: "zoo.data.ImageSet", image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+    ) -> tf.data.Dataset:
+        """The training batches this method expects: P classes x K images (override for other samplers)."""
+        from zoo.data import train_pipeline
+
+        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed=seed)
+
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks the method itself needs during ``fit`` (``zoo.training`` adds them)."""
+        return []
+
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker]

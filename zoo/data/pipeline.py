@@ -1,0 +1,197 @@
+"""tf.data input pipelines: class-balanced training batches and ordered evaluation batches.
+
+Both pipelines yield ``(images, labels)``: float32 RGB images in [0, 255] of shape
+(batch, S, S, 3) and int32 labels. Images (decoded from files with ``tf.io.decode_image``,
+or taken from memory) are resized to a square of side ``R = round(S * 256 / 224)``, then
+cropped to ``S x S``: at a random place and randomly mirrored for training (mirroring only
+when the set's ``allow_flip``), at the center for evaluation.
+
+Training batches are P classes x K images from :class:`PKSampler`. All randomness (the
+sampler and the crop/flip draws) comes from numpy generators seeded by ``seed``, and the
+parallel map keeps order, so a pipeline is deterministic for its seed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+import tensorflow as tf
+
+if TYPE_CHECKING:
+    from zoo.data import ImageSet
+
+
+class PKSampler:
+    """Class-balanced batches: P classes drawn without replacement, K images of each.
+
+    Images of a class are drawn without replacement when the class has at least K of them,
+    else with replacement. Iterating yields an endless stream of int64 index arrays of
+    length ``P * K``, class by class (the K images of the first class, then the second...);
+    every iteration restarts from ``seed``, so the stream is reproducible.
+
+    Subclasses can change the batch construction by overriding :meth:`sample_batch`, reusing
+    :meth:`sample_class` and ``members`` (the image indices of each class).
+
+    Args:
+        labels: class label of every image.
+        classes_per_batch: P, at least 2 and at most the number of classes.
+        images_per_class: K, at least 2.
+        seed: seed of the numpy generator.
+
+    Raises:
+        ValueError: P or K out of range.
+    """
+
+    def __init__(self, labels: np.ndarray, classes_per_batch: int, images_per_class: int, seed: int = 0):
+        labels = np.asarray(labels).reshape(-1)
+        self.classes, inverse = np.unique(labels, return_inverse=True)
+        if not 2 <= classes_per_batch <= len(self.classes):
+            raise ValueError(
+                f"classes_per_batch must be between 2 and the number of classes ({len(self.classes)}), "
+                f"got {classes_per_batch}"
+            )
+        if images_per_class < 2:
+            raise ValueError(f"images_per_class must be >= 2 (positive pairs need 2), got {images_per_class}")
+        self.classes_per_batch = classes_per_batch
+        self.images_per_class = images_per_class
+        self.seed = seed
+        order = np.argsort(inverse, kind="stable")
+        self.members: list[np.ndarray] = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+
+    @property
+    def batch_size(self) -> int:
+        """P * K."""
+        return self.classes_per_batch * self.images_per_class
+
+    def sample_class(self, class_index: int, rng: np.random.Generator) -> np.ndarray:
+        """K image indices of the class ``self.classes[class_index]``."""
+        members = self.members[class_index]
+        return rng.choice(members, self.images_per_class, replace=len(members) < self.images_per_class)
+
+    def sample_batch(self, rng: np.random.Generator) -> np.ndarray:
+        """One batch of ``P * K`` image indices."""
+        chosen = rng.choice(len(self.classes), self.classes_per_batch, replace=False)
+        return np.concatenate([self.sample_class(c, rng) for c in chosen]).astype(np.int64)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        while True:
+            yield self.sample_batch(rng)
+
+
+def resized_size(image_size: int) -> int:
+    """Side R of the square images are resized to before cropping ``image_size``: S * 256 / 224."""
+    return int(round(image_size * 256 / 224))
+
+
+def _check_image_size(image_size: int) -> None:
+    if image_size < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}")
+
+
+def _image_loader(image_set: ImageSet) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A function index -> uint8 (H, W, 3) image of the set, from memory or decoded from its file."""
+    if image_set.images is not None:
+        images = tf.constant(image_set.images)
+        return lambda index: tf.gather(images, index)
+    paths = tf.constant(image_set.paths)
+
+    def load(index: tf.Tensor) -> tf.Tensor:
+        data = tf.io.read_file(tf.gather(paths, index))
+        return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+    return load
+
+
+def _resize_crop(image: tf.Tensor, image_size: int, offset: tf.Tensor, flip: tf.Tensor | bool) -> tf.Tensor:
+    """Resize to R x R, crop S x S at ``offset`` (y, x), mirror when ``flip``: float32 in [0, 255]."""
+    resized = resized_size(image_size)
+    image = tf.image.resize(image, [resized, resized], antialias=True)
+    image = tf.image.crop_to_bounding_box(image, offset[0], offset[1], image_size, image_size)
+    image = tf.where(flip, tf.reverse(image, axis=[1]), image)
+    return tf.ensure_shape(tf.clip_by_value(image, 0.0, 255.0), [image_size, image_size, 3])
+
+
+def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int,
+                   seed: int = 0) -> tf.data.Dataset:
+    """Endless class-balanced training batches with random crops (and flips when allowed).
+
+    Args:
+        image_set: the training split.
+        image_size: S, side of the output images (at least 8).
+        classes_per_batch: P, classes per batch (2 to the number of classes).
+        images_per_class: K, images per class (at least 2).
+        seed: seed of the sampler and of the augmentations.
+
+    Returns:
+        A dataset of ``(float32 (P*K, S, S, 3) images in [0, 255], int32 (P*K,) labels)`` with a
+        static batch size.
+
+    Raises:
+        ValueError: an argument out of range.
+    """
+    _check_image_size(image_size)
+    sampler = PKSampler(image_set.labels, classes_per_batch, images_per_class, seed)
+    batch = sampler.batch_size
+    max_offset = resized_size(image_size) - image_size
+    allow_flip = image_set.allow_flip
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([seed, 1])  # augmentations: a stream apart from the sampler's
+        for indices in sampler:
+            offsets = rng.integers(0, max_offset + 1, size=(batch, 2), dtype=np.int32)
+            flips = (rng.random(batch) < 0.5) & allow_flip
+            yield indices, offsets, flips
+
+    load = _image_loader(image_set)
+    labels = tf.constant(image_set.labels, tf.int32)
+
+    def augment(index: tf.Tensor, offset: tf.Tensor, flip: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return _resize_crop(load(index), image_size, offset, flip), tf.gather(labels, index)
+
+    signature = (
+        tf.TensorSpec((batch,), tf.int64),
+        tf.TensorSpec((batch, 2), tf.int32),
+        tf.TensorSpec((batch,), tf.bool),
+    )
+    return (
+        tf.data.Dataset.from_generator(batches, output_signature=signature)
+        .unbatch()
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def eval_pipeline(image_set: ImageSet, image_size: int, batch_size: int = 64) -> tf.data.Dataset:
+    """One pass over the set in its order, center-cropped.
+
+    Args:
+        image_set: the split to embed.
+        image_size: S, side of the output images (at least 8).
+        batch_size: images per batch; the last batch may be smaller.
+
+    Returns:
+        A finite dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels)``.
+
+    Raises:
+        ValueError: an argument out of range.
+    """
+    _check_image_size(image_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    margin = (resized_size(image_size) - image_size) // 2
+    center = tf.constant([margin, margin], tf.int32)
+    load = _image_loader(image_set)
+    labels = tf.constant(image_set.labels, tf.int32)
+
+    def prepare(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return _resize_crop(load(index), image_size, center, False), tf.gather(labels, index)
+
+    return (
+        tf.data.Dataset.range(len(image_set))
+        .map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )

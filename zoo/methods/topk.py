@@ -1,0 +1,220 @@
+"""Top-k precision embedding: "sampling wisely" and its loss l_k.
+
+Lu et al., "Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization", ICCV 2019
+(``shared/papers/001``). Each image of the batch takes its turn as the query ``z_a`` (Algorithm 1);
+the other images are its candidates, ranked by the large-margin cosine score ``ŝ = s + γ(1 − y)``
+(eq. 4). Only the "misplaced" candidates beside the top-k boundary enter the loss
+``l_k = Σ_N ŝ − Σ_P ŝ`` (eq. 5):
+
+- case 1, ``n+ < k`` (Sec. 3.3.1): ``P`` = the positives outside the top k ``K`` (eq. 6); ``N`` = the
+  negatives of ``K`` ranked after the first ``k − n+`` negatives (eq. 7, "minimal necessary update");
+- case 2, ``n+ ≥ k`` (Sec. 3.3.2): ``N`` = every negative of ``K`` (eq. 9); ``P`` = the positives outside
+  ``K`` that are among the ``k`` best positives, ``ŝ ≥ ŝ+[k]`` (eq. 10).
+
+Choices where the paper is silent or ambiguous:
+
+- Ties in ŝ: candidates are ranked by ŝ, equal scores by candidate index (the image earlier in the
+  batch ranks higher; ``tf.math.top_k``'s order). So ``K`` holds exactly ``k`` candidates and
+  ``|P| = |N|`` in both cases; the paper's ``K = {ŝ_i ≥ ŝ[k]}`` could hold more than k on ties.
+- The query is not its own candidate (Algorithm 1: "other n images as candidate set"). A query with
+  fewer than ``k`` candidates has all of them in ``K`` and a zero loss.
+- Reduction: Algorithm 1 sums the per-query losses; :class:`TopKPrecisionLoss` takes their mean,
+  the zoo's contract that a loss is a mean over the global batch (loss scale independent of the
+  batch size and of the number of replicas). Under Adam, the paper's optimizer, dividing the loss
+  by the batch size leaves the updates unchanged up to Adam's epsilon.
+- Gradients flow through ŝ of the selected P and N only; the selection (a ranking) is constant.
+- Batches (Sec. 4.4, "64 images from randomly sampled classes ... 11 images" per large class): see
+  :meth:`TopKPrecisionModel.make_train_dataset`.
+
+Do not follow the PyTorch port that circulates (``topk_pre.py``): it shrinks k to n+ in case 1,
+ranks by negative Euclidean distance and assumes the query ranks first in its own row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from zoo import losses as losses_lib
+from zoo import ops
+from zoo.methods import register_method
+from zoo.methods.metric_model import MetricModel
+
+_EXCLUDED = float("-inf")  # the score that ranks a masked-out entry after every candidate
+
+
+def large_margin_scores(scores: tf.Tensor, positive_mask: tf.Tensor, gamma: float) -> tf.Tensor:
+    """``ŝ = s + γ(1 − y)`` (eq. 4): a negative outranks a positive unless ``s+ > s− + γ``."""
+    scores = tf.cast(scores, tf.float32)
+    return scores + gamma * (1.0 - tf.cast(positive_mask, tf.float32))
+
+
+def _indicator(indices: tf.Tensor, depth: tf.Tensor, keep: tf.Tensor | None = None) -> tf.Tensor:
+    """Boolean (..., depth): whether each column is one of ``indices`` (..., m) (where ``keep``)."""
+    hits = tf.one_hot(indices, depth)
+    if keep is not None:
+        hits *= tf.cast(keep, tf.float32)[..., None]
+    return tf.reduce_max(hits, axis=-2) > 0.0
+
+
+def misplaced_sets(
+    scores_hat: tf.Tensor, positive_mask: tf.Tensor, negative_mask: tf.Tensor, k: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The misplaced positives ``P`` and negatives ``N`` of every query (Sec. 3.3.1-3.3.2).
+
+    Vectorised over the leading axes, with three ``top_k`` of depth k per query (O(n log k)).
+
+    Args:
+        scores_hat: (..., n) large-margin scores ŝ of each query's candidates (eq. 4).
+        positive_mask: (..., n) bool, candidate of the query's class (y = 1).
+        negative_mask: (..., n) bool, candidate of another class (y = 0). Entries in neither mask
+            (the query itself) are not candidates.
+        k: the k of Prec@k.
+
+    Returns:
+        Boolean (..., n) masks ``P`` and ``N``.
+    """
+    scores_hat = tf.stop_gradient(tf.cast(scores_hat, tf.float32))
+    positive_mask, negative_mask = tf.cast(positive_mask, tf.bool), tf.cast(negative_mask, tf.bool)
+    num_candidates = tf.shape(scores_hat)[-1]
+    depth = tf.minimum(k, num_candidates)
+
+    def ranked(mask: tf.Tensor) -> tf.Tensor:
+        """Indices of the ``depth`` best entries of ``mask`` by ŝ, best first (ties: lower index)."""
+        return tf.math.top_k(tf.where(mask, scores_hat, _EXCLUDED), depth).indices
+
+    in_top_k = _indicator(ranked(positive_mask | negative_mask), num_candidates)         # K
+    num_positives = tf.reduce_sum(tf.cast(positive_mask, tf.int32), axis=-1, keepdims=True)  # n+
+    # ŝ_i ≥ ŝ+[k]: one of the k best positives (eq. 10).
+    top_k_positive = positive_mask & _indicator(ranked(positive_mask), num_candidates)
+    # ŝ_i ≥ ŝ−[k − n+]: one of the first k − n+ negatives, properly placed even in an ideal ranking (eq. 7).
+    first_negative = negative_mask & _indicator(
+        ranked(negative_mask), num_candidates, keep=tf.range(depth) < k - num_positives
+    )
+
+    case_1 = num_positives < k  # Sec. 3.3.1; otherwise Sec. 3.3.2
+    positive_outside = positive_mask & ~in_top_k
+    negative_inside = negative_mask & in_top_k
+    misplaced_positive = tf.where(case_1, positive_outside, positive_outside & top_k_positive)  # eq. (6) / (10)
+    misplaced_negative = tf.where(case_1, negative_inside & ~first_negative, negative_inside)  # eq. (7) / (9)
+    return misplaced_positive, misplaced_negative
+
+
+def topk_precision_loss(
+    scores: tf.Tensor, positive_mask: tf.Tensor, negative_mask: tf.Tensor, k: int = 5, gamma: float = 0.1
+) -> tf.Tensor:
+    """Per-query loss ``l_k = Σ_N ŝ − Σ_P ŝ`` (eq. 5) on the misplaced sets of :func:`misplaced_sets`.
+
+    Args:
+        scores: (..., n) similarities s between each query and its candidates (cosine, Sec. 3.1).
+        positive_mask: (..., n) bool, y = 1.
+        negative_mask: (..., n) bool, y = 0; entries in neither mask are not candidates.
+        k: the k of Prec@k (paper: 5, Sec. 4.4).
+        gamma: the margin γ of eq. (4) (paper: 0.1, Sec. 4.4).
+
+    Returns:
+        float32 (...): l_k of each query; its gradient reaches the scores of P (−1) and N (+1) only.
+    """
+    scores_hat = large_margin_scores(scores, positive_mask, gamma)
+    misplaced_positive, misplaced_negative = misplaced_sets(scores_hat, positive_mask, negative_mask, k)
+    zeros = tf.zeros_like(scores_hat)
+    return tf.reduce_sum(tf.where(misplaced_negative, scores_hat, zeros), axis=-1) - tf.reduce_sum(
+        tf.where(misplaced_positive, scores_hat, zeros), axis=-1
+    )
+
+
+def _check_hyperparameters(k: int, gamma: float) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (of Prec@k) must be an integer >= 1, got {k!r}")
+    if not gamma >= 0.0:  # also rejects NaN
+        raise ValueError(f"gamma (the margin of eq. 4) must be >= 0, got {gamma!r}")
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class TopKPrecisionLoss(losses_lib.MetricLoss):
+    """The top-k precision loss l_k as a zoo metric loss: usable with any :class:`MetricModel`.
+
+    Every image of the batch is a query against all the others (Algorithm 1), with cosine
+    similarities (Sec. 3.1); returns the mean of the per-query l_k (the paper sums them: see the
+    module docstring). Deterministic: the ``seed`` is unused.
+
+    Args:
+        k: the k of Prec@k, an integer >= 1 (paper: 5).
+        gamma: the margin γ >= 0 of eq. (4) (paper: 0.1).
+
+    Raises:
+        ValueError: k or gamma out of range.
+    """
+
+    def __init__(self, k: int = 5, gamma: float = 0.1, **kwargs: Any):
+        super().__init__(**kwargs)
+        _check_hyperparameters(k, gamma)
+        self.k, self.gamma = k, float(gamma)
+
+    def call(self, embeddings: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        embeddings = tf.math.l2_normalize(tf.cast(embeddings, tf.float32), axis=-1)
+        scores = tf.matmul(embeddings, embeddings, transpose_b=True)  # s_ij, cosine similarity (Sec. 3.1)
+        positive_mask, negative_mask = ops.same_class_masks(labels)
+        return tf.reduce_mean(topk_precision_loss(scores, positive_mask, negative_mask, self.k, self.gamma))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "k": self.k, "gamma": self.gamma}
+
+
+@register_method("topk")
+class TopKPrecisionModel(MetricModel):
+    """Embedding net trained by l_k (Algorithm 1): MetricModel's step with :class:`TopKPrecisionLoss`.
+
+    ``train_step`` (inherited) embeds the batch, gathers the global batch over replicas, lets every
+    image be the query against all the others, and descends on the mean l_k.
+
+    Args:
+        embedding_net: images -> L2-normalised embeddings.
+        k: the k of Prec@k (paper: 5, Sec. 4.4).
+        gamma: the margin γ of eq. (4) (paper: 0.1, Sec. 4.4).
+        batch_size: images per training batch (paper: 64, Sec. 4.4).
+        seed: base seed of the model's stateless random choices (l_k makes none).
+    """
+
+    def __init__(
+        self,
+        embedding_net: keras.Model,
+        *,
+        k: int = 5,
+        gamma: float = 0.1,
+        batch_size: int = 64,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+            raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+        super().__init__(embedding_net, loss=TopKPrecisionLoss(k=k, gamma=gamma), seed=seed, **kwargs)
+        self.batch_size = batch_size
+
+    def make_train_dataset(
+        self, image_set: Any, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+    ) -> tf.data.Dataset:
+        """Sec. 4.4 batches: ``batch_size`` images from randomly sampled classes, at most K per class.
+
+        The P x K batches of :func:`zoo.data.train_pipeline` (P classes without replacement, K =
+        ``images_per_class`` images each, the paper's 11) cut to their first ``batch_size`` images:
+        with P = 6, K = 11 that is 5 classes of 11 images and 9 of a sixth, the paper's batch of 64.
+        When P x K < ``batch_size`` the batch stays P x K. Deviation: a class with fewer than K
+        images is drawn with replacement (PKSampler) where the paper takes its images once each.
+        """
+        dataset = super().make_train_dataset(image_set, image_size, classes_per_batch, images_per_class, seed)
+        size = self.batch_size
+        return dataset.map(lambda images, labels: (images[:size], labels[:size]))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["loss"]  # fixed by k and gamma
+        return {**config, "k": self.metric_loss.k, "gamma": self.metric_loss.gamma, "batch_size": self.batch_size}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "TopKPrecisionModel":
+        config = dict(config)
+        config["embedding_net"] = keras.saving.deserialize_keras_object(config["embedding_net"])
+        return cls(**config)
