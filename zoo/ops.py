@@ -35,11 +35,11 @@ def same_class_masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = True) -> tf.Tensor:
-    """Validate a training batch and return the labels as a flat int32 vector.
+    """Validate a training batch and return this replica's labels as a flat int32 vector.
 
     Raises ``ValueError`` at trace time for a wrong rank or dtype, and
-    ``tf.errors.InvalidArgumentError`` at run time for a batch with a single class or,
-    when ``need_positives``, with no two images of the same class.
+    ``tf.errors.InvalidArgumentError`` at run time when the global batch (all replicas' labels,
+    gathered) holds a single class or, when ``need_positives``, no two images of the same class.
     """
     if images.shape.rank != 4:
         raise ValueError(
@@ -53,14 +53,15 @@ def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = 
     tf.debugging.assert_equal(
         tf.shape(labels)[0], tf.shape(images)[0], message="images and labels have different batch sizes"
     )
-    num_classes = tf.size(tf.unique(labels).y)
+    (global_labels,) = gather_global_batch(labels)
+    num_classes = tf.size(tf.unique(global_labels).y)
     tf.debugging.assert_greater(
         num_classes, 1,
         message="the batch holds a single class: metric learning needs at least 2 classes per batch "
         "(use zoo.data.train_pipeline, which samples P classes x K images)",
     )
     if need_positives:
-        positives, _ = same_class_masks(labels)
+        positives, _ = same_class_masks(global_labels)
         tf.debugging.assert_equal(
             tf.reduce_any(positives), True,
             message="the batch has no two images of the same class, so no positive pair: "
@@ -85,7 +86,13 @@ def gather_global_batch(*tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return tensors
-    return tuple(context.all_gather(t, axis=0) for t in tensors)
+    return tuple(_with_dense_gradient(context.all_gather(t, axis=0)) for t in tensors)
+
+
+@tf.custom_gradient
+def _with_dense_gradient(x: tf.Tensor):
+    """Identity whose gradient is dense: all_gather's gradient cannot take the IndexedSlices of tf.gather."""
+    return tf.identity(x), lambda upstream: tf.convert_to_tensor(upstream)
 
 
 def step_seed(base_seed: int, iteration: tf.Tensor) -> tf.Tensor:

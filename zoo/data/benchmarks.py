@@ -14,7 +14,7 @@ Layouts under ``data_dir`` (default: ``$ZOO_DATA_DIR``, else ``~/zoo_data``) and
 
 tensorflow-datasets (``caltech_birds2011``, ``cars196``, ``stanford_online_products``) is used
 with ``source="tfds"``, or with the default ``source="auto"`` when the official layout is
-missing but ``data_dir`` holds that tfds dataset folder (or ``download=True``). The builder
+missing but tfds has the dataset prepared in ``data_dir`` (or ``download=True``). The builder
 reads ``data_dir`` and downloads only when ``download=True``. On first use a split's encoded
 images are written once, as they are, to ``<cache_dir>/<tfds name>/<tfds split>/`` (default
 ``cache_dir``: ``<data_dir>/zoo_cache``) with an ``index.txt`` of ``file label`` lines, so the
@@ -165,8 +165,8 @@ def _missing_message(name: str, bench: Benchmark, data_dir: str, expected: str) 
         else "It has no tensorflow-datasets version."
     )
     return (
-        f"{bench.title} not found: expected {expected}. Get the official {bench.archive} and arrange it "
-        f"as {os.path.join(data_dir, bench.layout)}. {tfds_hint}"
+        f"{bench.title} not found: expected {expected}. Get the official {bench.archive}; the expected "
+        f"layout is {os.path.join(data_dir, bench.layout)}. {tfds_hint}"
     )
 
 
@@ -191,11 +191,11 @@ def _tfds_files(builder, split: str, label_key: str, cache: str) -> tuple[list[s
     return [os.path.join(cache, filename) for filename, _ in rows], np.array([int(c) for _, c in rows])
 
 
-def _load_tfds(name: str, bench: Benchmark, split: str, data_dir: str, download: bool,
+def _load_tfds(name: str, bench: Benchmark, builder, split: str, data_dir: str, download: bool,
                manual_dir: str | None, cache_dir: str | None) -> ImageSet:
+    """The split from a tfds builder, prepared first when ``download``."""
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder(bench.tfds_name, data_dir=data_dir)
     if not builder.is_prepared():
         if not download:
             raise FileNotFoundError(_missing_message(
@@ -224,8 +224,8 @@ def load_benchmark(name: str, split: str = "train", data_dir: str | None = None,
         name: ``"cub200"``, ``"cars196"``, ``"sop"`` or ``"inshop"``.
         split: ``"train"``/``"test"``; In-Shop: ``"train"``/``"query"``/``"gallery"``.
         data_dir: folder holding the official layouts or tfds data (default :func:`default_data_dir`).
-        source: ``"official"``, ``"tfds"`` or ``"auto"`` (official layout if present, else tfds
-            when its folder is in ``data_dir`` or ``download``).
+        source: ``"official"``, ``"tfds"`` or ``"auto"`` (the official layout if present, else
+            tfds when it is prepared in ``data_dir``, or with ``download``).
         download: let tensorflow-datasets download and prepare the dataset.
         manual_dir: tfds ``manual_dir`` for archives downloaded by hand.
         cache_dir: where tfds images are written as files (default ``<data_dir>/zoo_cache``).
@@ -251,7 +251,11 @@ def load_benchmark(name: str, split: str = "train", data_dir: str | None = None,
         and not os.path.isfile(os.path.join(root, bench.marker))
         and (download or os.path.isdir(os.path.join(data_dir, bench.tfds_name)))
     ):
-        return _load_tfds(name, bench, split, data_dir, download, manual_dir, cache_dir)
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder(bench.tfds_name, data_dir=data_dir)
+        if source == "tfds" or download or builder.is_prepared():
+            return _load_tfds(name, bench, builder, split, data_dir, download, manual_dir, cache_dir)
     try:
         image_set = bench.parse(root, split)
         if image_set.paths:  # the annotations are there: check the images are too

@@ -114,7 +114,7 @@ def _resize_crop(image: tf.Tensor, image_size: int, offset: tf.Tensor, flip: tf.
 
 
 def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int,
-                   seed: int = 0) -> tf.data.Dataset:
+                   seed: int = 0, *, sampler_cls: Callable[..., PKSampler] = PKSampler) -> tf.data.Dataset:
     """Endless class-balanced training batches with random crops (and flips when allowed).
 
     Args:
@@ -123,6 +123,9 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
         classes_per_batch: P, classes per batch (2 to the number of classes).
         images_per_class: K, images per class (at least 2).
         seed: seed of the sampler and of the augmentations.
+        sampler_cls: the batch sampler, called as ``sampler_cls(labels, classes_per_batch,
+            images_per_class, seed)``: a :class:`PKSampler` subclass (or a ``functools.partial``
+            of one) for methods with their own batch construction.
 
     Returns:
         A dataset of ``(float32 (P*K, S, S, 3) images in [0, 255], int32 (P*K,) labels)`` with a
@@ -132,7 +135,7 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
         ValueError: an argument out of range.
     """
     _check_image_size(image_size)
-    sampler = PKSampler(image_set.labels, classes_per_batch, images_per_class, seed)
+    sampler = sampler_cls(image_set.labels, classes_per_batch, images_per_class, seed)
     batch = sampler.batch_size
     max_offset = resized_size(image_size) - image_size
     allow_flip = image_set.allow_flip

@@ -2,9 +2,10 @@
 
 Each class is a prototype: a dark background of its own colour with a few shapes (soft
 blobs, rectangles, striped discs) at class-specific positions, sizes and colours. Each image
-is its class prototype shifted by up to 1/8 of the image size, scaled in brightness, with a
-class-agnostic distractor blob and uniform noise on top: a small CNN learns it, raw pixels
-do not solve it. Vectorised numpy: thousands of 32x32 images take well under a second.
+is its class prototype shifted by up to 1/5 of the image size, scaled in brightness and
+per-channel gain, with a class-agnostic distractor blob and uniform noise on top: a small CNN
+learns it, raw pixels do not solve it (pixel 1-NN Recall@1 about 0.8 on the default test
+split). Vectorised numpy: thousands of 32x32 images take well under a second.
 
 Zero-shot split: the first ``num_classes // 2`` classes train, the rest test. Both splits are
 cut from the same generated dataset, so they never share a class.

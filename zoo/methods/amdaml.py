@@ -1,0 +1,303 @@
+"""AMDAML: adaptive-margin deep adversarial metric learning (Wang et al., papers/002).
+
+Algorithm 1, step by step:
+
+1. pre-train phi with the adaptive margin loss (eq. 5) on the batch's pairs, no adversarial negatives
+   (the first ``pretrain_steps`` optimizer iterations);
+2. then, every step: build one adversarial negative per sample by mixup with a random negative of
+   the global batch (eq. 8), compute T_up, T_down from the batch (eq. 3-4), and jointly update phi
+   on L_AM and the generator theta_g on eps * L_adv (eq. 9) from the same forward pass.
+
+Readings of the paper (its text is garbled or silent here):
+
+- Log base of T_down (eq. 4): base 2, i.e. ``softplus(beta D_p) / ln 2``. It is the base of the paper's
+  own derivative (eq. 10, which contains ln 2), of its lower bound inf T_down = 1/(beta - 1) (eq. 12) and
+  of its validity condition alpha - beta + 2 > 0 (eq. 14), which we enforce together with beta > 1 and
+  alpha > 0; with them gamma = (T_down - T_up) / 2 > 0 for every D_p, D_n >= 0.
+- D_p, D_n are means of the plain distances D_phi over the batch's positive and negative pairs, the
+  negatives including the adversarial pairs (x+, x^) (Sec. III-B); the hinge compares squared
+  distances with tau -+ gamma (eq. 5-6). T_up and T_down are computed first (Algorithm 1, line 6) and
+  held constant in the gradient step (line 7): no gradient flows through D_p, D_n.
+- Pairs: every unordered pair of the global batch (y = +1 same class, -1 otherwise) plus one
+  adversarial pair per sample. Eq. 5 is a sum; we divide the whole of eq. 5 (L_PC and lambda L_R) by its
+  number of pairs, so L_PC is a mean and the regulariser enters as lambda / (2 N_pairs) sum ||W||^2.
+  L_R covers the kernels and biases of the embedding net (eq. 5's W^(m), b^(m)); BatchNorm scales
+  and offsets are not in eq. 1 and are left out.
+- Eq. 8's generator: x^ = theta_g x+ + (1 - theta_g) x- is a mixup of a sample x+ with a negative x- in
+  the input space (mixup, ref. [33]), theta_g = sigmoid(w) one learned scalar starting at 0.5 (Algorithm
+  1, line 2). "Close to both" and "maximise L_PC" read as in DAML (ref. [31], whose lambda1, lambda2
+  AMDAML reuses with the same roles): L_adv = ||x^ - x+||^2 + lambda1 ||x^ - x-||^2 - lambda2 L_PC(x+, x^),
+  the distances relative to ||x+ - x-||^2 so that they do not depend on the input's units, which for a
+  mixup gives ||x^ - x+||^2 / ||x+ - x-||^2 = (1 - theta)^2 and ||x^ - x-||^2 / ||x+ - x-||^2 = theta^2.
+  lambda1 = 0.1, lambda2 = 50, eps = 0.1 (Sec. IV.2).
+- The adversary is the generator alone: phi minimises L_AM (adversarial pairs included), theta_g
+  minimises eps L_adv; the two gradients come from the same forward pass (Algorithm 1, line 7).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import keras
+import tensorflow as tf
+
+from zoo import losses as losses_lib
+from zoo import ops
+from zoo.methods import register_method
+from zoo.methods.metric_model import MetricModel
+
+
+# ---- loss math (pure) ------------------------------------------------------------------------
+def check_margin_parameters(alpha: float, beta: float) -> None:
+    """Raise ``ValueError`` unless alpha > 0, beta > 1 and alpha - beta + 2 > 0 (Sec. III-D, eq. 10-14)."""
+    if alpha <= 0:
+        raise ValueError(f"AMDAML needs alpha > 0 so that T_up (eq. 3) is positive, got alpha={alpha}")
+    if beta <= 1:
+        raise ValueError(f"AMDAML needs beta > 1 so that T_down (eq. 4) increases with D_p (eq. 10), got beta={beta}")
+    if alpha - beta + 2 <= 0:
+        raise ValueError(
+            f"AMDAML needs alpha - beta + 2 > 0 (eq. 14) to keep a margin between positive and negative "
+            f"pairs, got alpha={alpha}, beta={beta} (alpha - beta + 2 = {alpha - beta + 2})"
+        )
+
+
+def adaptive_thresholds(d_p: tf.Tensor, d_n: tf.Tensor, alpha: float, beta: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """T_up and T_down from the mean positive and negative distances D_p, D_n.
+
+    T_up = (1 - exp(-alpha D_n)) / (alpha + 1)          (eq. 3), sup = 1 / (alpha + 1) (Theorem 1)
+    T_down = log2(1 + exp(beta D_p)) / (beta - 1)       (eq. 4), inf = 1 / (beta - 1) at D_p = 0 (eq. 12)
+    """
+    d_p, d_n = tf.cast(d_p, tf.float32), tf.cast(d_n, tf.float32)
+    t_up = (1.0 - tf.exp(-alpha * d_n)) / (alpha + 1.0)                    # eq. 3
+    t_down = tf.nn.softplus(beta * d_p) / math.log(2.0) / (beta - 1.0)     # eq. 4, log base 2
+    return t_up, t_down
+
+
+def pairwise_constraint(squared_distances: tf.Tensor, y: tf.Tensor, tau: tf.Tensor, gamma: tf.Tensor) -> tf.Tensor:
+    """Per-pair hinge ``[gamma - y (tau - D^2)]_+`` with y = +1 (same class) or -1 (eq. 5)."""
+    return tf.nn.relu(gamma - tf.cast(y, tf.float32) * (tau - tf.cast(squared_distances, tf.float32)))
+
+
+class AdaptiveMargin(NamedTuple):
+    """Per-pair hinges of eq. 6 and the batch's thresholds."""
+
+    positive: tf.Tensor   # [D^2 - T_up]_+ per positive pair
+    negative: tf.Tensor   # [T_down - D^2]_+ per negative pair
+    t_up: tf.Tensor
+    t_down: tf.Tensor
+
+
+def adaptive_margin_terms(
+    positive_d2: tf.Tensor, negative_d2: tf.Tensor, alpha: float, beta: float
+) -> AdaptiveMargin:
+    """The L_PC hinges (eq. 6) of flat vectors of squared positive and negative pair distances."""
+    positive_d2, negative_d2 = tf.cast(positive_d2, tf.float32), tf.cast(negative_d2, tf.float32)
+    mean_distance = lambda d2: tf.reduce_mean(tf.sqrt(tf.stop_gradient(d2)))  # D_p, D_n: plain distances
+    t_up, t_down = adaptive_thresholds(mean_distance(positive_d2), mean_distance(negative_d2), alpha, beta)
+    tau, gamma = (t_up + t_down) / 2.0, (t_down - t_up) / 2.0   # tau - gamma = T_up, tau + gamma = T_down
+    return AdaptiveMargin(
+        positive=pairwise_constraint(positive_d2, 1.0, tau, gamma),
+        negative=pairwise_constraint(negative_d2, -1.0, tau, gamma),
+        t_up=t_up,
+        t_down=t_down,
+    )
+
+
+def batch_pair_distances(embeddings: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Squared distances of every unordered positive pair and every unordered negative pair (i < j)."""
+    d2 = ops.pairwise_squared_distances(embeddings)
+    positive_mask, negative_mask = ops.same_class_masks(labels)
+    upper = tf.linalg.band_part(tf.ones_like(positive_mask), 0, -1)  # i <= j; the diagonal is never a pair
+    return tf.boolean_mask(d2, positive_mask & upper), tf.boolean_mask(d2, negative_mask & upper)
+
+
+def l2_regularizer(variables: list[tf.Variable]) -> tf.Tensor:
+    """L_R = 1/2 sum ||v||^2 over the given kernels and biases (eq. 5, without lambda)."""
+    return 0.5 * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+
+
+def closeness(theta: tf.Tensor, lambda1: float) -> tf.Tensor:
+    """||x^ - x+||^2 + lambda1 ||x^ - x-||^2 relative to ||x+ - x-||^2, for x^ = theta x+ + (1 - theta) x- (eq. 8)."""
+    return tf.square(1.0 - theta) + lambda1 * tf.square(theta)
+
+
+def draw_negative_partners(labels: tf.Tensor, candidate_labels: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """For each label, the index of a candidate of another class, drawn uniformly (stateless)."""
+    logits = tf.where(tf.not_equal(labels[:, None], candidate_labels[None, :]), 0.0, -1e9)
+    return tf.cast(tf.reshape(tf.random.stateless_categorical(logits, 1, seed=seed), [-1]), tf.int32)
+
+
+# ---- layers ----------------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="zoo")
+class AdaptiveMarginLoss(losses_lib.MetricLoss):
+    """L_PC (eq. 5-6) over every unordered pair of the batch, as a mean; thresholds from eq. 3-4."""
+
+    def __init__(self, alpha: float = 5.0, beta: float = 3.0, **kwargs: Any):
+        super().__init__(**kwargs)
+        check_margin_parameters(alpha, beta)
+        self.alpha, self.beta = float(alpha), float(beta)
+
+    def call(self, embeddings, labels, seed=None):
+        terms = adaptive_margin_terms(*batch_pair_distances(embeddings, labels), self.alpha, self.beta)
+        return tf.reduce_mean(tf.concat([terms.positive, terms.negative], axis=0))
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class MixupNegativeGenerator(keras.layers.Layer):
+    """The adversarial negative generator of eq. 8: x^ = theta_g x+ + (1 - theta_g) x-.
+
+    theta_g = sigmoid(w) with one trainable scalar w, initialised at 0 (theta_g = 0.5).
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.theta_logit = self.add_weight(shape=(), initializer="zeros", name="theta_logit", dtype="float32")
+        self.built = True
+
+    @property
+    def theta(self) -> tf.Tensor:
+        return tf.sigmoid(self.theta_logit)
+
+    def call(self, samples: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
+        theta = tf.cast(self.theta, samples.dtype)
+        return theta * samples + (1.0 - theta) * negatives
+
+
+# ---- model -----------------------------------------------------------------------------------
+@register_method("amdaml")
+class AMDAML(MetricModel):
+    """Adaptive margin loss + adversarial mixup negatives (papers/002, Algorithm 1).
+
+    Args:
+        embedding_net: images -> L2-normalised embeddings (phi).
+        alpha, beta: slopes of T_up, T_down (eq. 3-4); alpha > 0, beta > 1, alpha - beta + 2 > 0
+            (Sec. III-D). Paper: 5 and 3 (Sec. IV.6).
+        l2_lambda: lambda of the regulariser L_R (eq. 5); paper: 1 (Sec. IV.2).
+        epsilon: eps, weight of L_adv in eq. 9; paper: 0.1.
+        lambda1: weight of the generated negative's closeness to x- (eq. 8, DAML's J_reg); paper: 0.1.
+        lambda2: weight of the adversarial term -L_PC(x+, x^) (eq. 8, DAML's J_adv); paper: 50.
+        pretrain_steps: optimizer iterations of Algorithm 1 line 1 (phi alone, no adversarial negative).
+            The paper does not give it; 1000 of its 5000 iterations by default.
+        generator_learning_rate: SGD learning rate of theta_g; paper: 0.002 (and 0.01 for phi).
+        seed: base seed of the stateless choice of the mixup partners.
+    """
+
+    def __init__(
+        self,
+        embedding_net: keras.Model,
+        *,
+        alpha: float = 5.0,
+        beta: float = 3.0,
+        l2_lambda: float = 1.0,
+        epsilon: float = 0.1,
+        lambda1: float = 0.1,
+        lambda2: float = 50.0,
+        pretrain_steps: int = 1000,
+        generator_learning_rate: float = 0.002,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        kwargs.pop("loss", None)  # always the adaptive margin loss, rebuilt from alpha and beta
+        super().__init__(embedding_net, loss=AdaptiveMarginLoss(alpha, beta), seed=seed, **kwargs)
+        for name, value in (("l2_lambda", l2_lambda), ("epsilon", epsilon), ("lambda1", lambda1), ("lambda2", lambda2)):
+            if value < 0:
+                raise ValueError(f"AMDAML needs {name} >= 0, got {value}")
+        if pretrain_steps < 0:
+            raise ValueError(f"pretrain_steps must be >= 0, got {pretrain_steps}")
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.l2_lambda, self.epsilon = float(l2_lambda), float(epsilon)
+        self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
+        self.pretrain_steps = int(pretrain_steps)
+        self.generator_learning_rate = float(generator_learning_rate)
+        self.generator = MixupNegativeGenerator(name="generator")
+        self.generator_optimizer = keras.optimizers.SGD(self.generator_learning_rate)
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("l_pc", "l_r", "t_up", "t_down", "l_adv", "theta")
+        }
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, *self.trackers.values()]
+
+    def compile(self, *args, **kwargs) -> None:
+        """F's optimizer from the arguments; each optimizer is built on exactly the variables it updates."""
+        super().compile(*args, **kwargs)
+        self.optimizer.build(self.embedding_net.trainable_variables)
+        self.generator_optimizer.build(self.generator.trainable_variables)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def regularized_variables(self) -> list[tf.Variable]:
+        """eq. 5's W^(m) and b^(m): the embedding net's trainable kernels and biases."""
+        return [v for v in self.embedding_net.trainable_variables if v.name in ("kernel", "bias")]
+
+    def adversarial_negatives(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """x^ for each local sample, mixed with a random negative of the global batch (eq. 8)."""
+        all_images, all_labels = ops.gather_global_batch(images, labels)
+        partners = draw_negative_partners(labels, all_labels, self.step_seed())
+        return self.generator(images, tf.gather(all_images, partners))
+
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        labels = ops.check_batch(images, labels)
+        batch_size = tf.shape(images)[0]
+        adversarial = self.optimizer.iterations >= self.pretrain_steps   # Algorithm 1, line 1 then 3-8
+        with tf.GradientTape(persistent=True) as tape:
+            x_hat = self.adversarial_negatives(images, labels)
+            embeddings = self(tf.concat([images, x_hat], axis=0), training=True)
+            samples, generated, labels = ops.gather_global_batch(
+                embeddings[:batch_size], embeddings[batch_size:], labels
+            )
+            positive_d2, negative_d2 = batch_pair_distances(samples, labels)
+            adversarial_d2 = tf.reduce_sum(tf.square(tf.cast(samples - generated, tf.float32)), axis=-1)
+            adversarial_d2 = adversarial_d2[: tf.size(adversarial_d2) * tf.cast(adversarial, tf.int32)]
+            terms = adaptive_margin_terms(                                  # eq. 3-6
+                positive_d2, tf.concat([negative_d2, adversarial_d2], axis=0), self.alpha, self.beta
+            )
+            hinges = tf.concat([terms.positive, terms.negative], axis=0)
+            num_pairs = tf.cast(tf.size(hinges), tf.float32)
+            l_pc = tf.reduce_sum(hinges) / num_pairs
+            l_r = l2_regularizer(self.regularized_variables())
+            l_am = l_pc + self.l2_lambda * l_r / num_pairs                  # eq. 5 / N_pairs
+            adversarial_hinge = terms.negative[tf.size(negative_d2):]       # L_PC on (x+, x^)
+            l_adv = closeness(self.generator.theta, self.lambda1) - self.lambda2 * tf.math.divide_no_nan(
+                tf.reduce_sum(adversarial_hinge), tf.cast(tf.size(adversarial_hinge), tf.float32)
+            )                                                               # eq. 8
+            generator_loss = tf.cast(adversarial, tf.float32) * self.epsilon * l_adv   # eq. 9
+            scaled_losses = (self.optimizer.scale_loss(l_am / ops.num_replicas()), generator_loss / ops.num_replicas())
+        for loss, optimizer, variables in zip(
+            scaled_losses,
+            (self.optimizer, self.generator_optimizer),
+            (self.embedding_net.trainable_variables, self.generator.trainable_variables),
+        ):
+            optimizer.apply(tape.gradient(loss, variables), variables)
+        del tape
+        return self.update_trackers(
+            loss=l_am, l_pc=l_pc, l_r=l_r, t_up=terms.t_up, t_down=terms.t_down, l_adv=l_adv,
+            theta=self.generator.theta,
+        )
+
+    def update_trackers(self, **values: tf.Tensor) -> dict[str, tf.Tensor]:
+        self.loss_tracker.update_state(values.pop("loss"))
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "l2_lambda": self.l2_lambda,
+            "epsilon": self.epsilon,
+            "lambda1": self.lambda1,
+            "lambda2": self.lambda2,
+            "pretrain_steps": self.pretrain_steps,
+            "generator_learning_rate": self.generator_learning_rate,
+        }

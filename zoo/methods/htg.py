@@ -1,0 +1,221 @@
+"""HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018; papers/004).
+
+Three networks, each with its own optimizer, updated one after the other in every ``train_step``:
+
+1. F, the embedding net: the triplet loss ``[d(a^,p^) - d(a^,n^) + m]_+`` on the hard triplets that
+   G makes of the batch's mined triplets (a, p, n) = F's embeddings; the gradient flows through G into F.
+2. D, the multi-category discriminator on embeddings, K real classes + 1 fake class:
+   ``L_D = L_real + b L_fake``, the softmax losses of the real a, p, n under their labels and of the
+   generated a^, p^, n^ under the fake class K.
+3. G, the adversarial triplet generator: ``L_G = L_inv + b L_cls`` with the inverse triplet objective
+   ``L_inv = [d(a^,n^) - d(a^,p^) + m]_+`` (it pushes same-class vectors apart and pulls different-class
+   ones together) and the label preservation ``L_cls``, the softmax loss of D(a^), D(p^), D(n^) under
+   the real labels.
+
+d is the squared Euclidean distance of L2-normalised vectors.
+
+Choices where the paper summary is silent:
+
+- Order F -> D -> G, all from one forward pass of F: D and G see F's (stopped) embeddings of the step
+  and each network's update uses the others' latest weights (D's update before G's).
+- G is an MLP on the concatenated triplet (3 d -> hidden -> 3 d) added to its input and L2-normalised
+  per vector, its output layer initialised at zero: it starts as the identity, so F starts on the
+  plain triplet loss and G learns to make the triplets harder.
+- D is an MLP d -> hidden -> K + 1 logits. The triplets fed to G are mined by the triplet loss's miner,
+  ``random`` by default (G, not the miner, makes them hard); m is that loss's margin (0.2).
+- b = 1, hidden = 512 units, Adam 1e-3 for G and D: the summary gives no values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from zoo import losses as losses_lib
+from zoo import miners as miners_lib
+from zoo import ops
+from zoo.methods import register_method
+from zoo.methods.metric_model import MetricModel
+
+
+# ---- loss math (pure) ------------------------------------------------------------------------
+def inverse_triplet_loss(anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float) -> tf.Tensor:
+    """G's objective: mean ``[d(a,n) - d(a,p) + m]_+``, the triplet loss with p and n swapped."""
+    return losses_lib.triplet_loss(anchor, negative, positive, margin)
+
+
+def softmax_loss(logits: tf.Tensor, labels: tf.Tensor | int) -> tf.Tensor:
+    """Mean softmax cross-entropy of (N, C) ``logits`` under integer ``labels``, flattened to N or one for all."""
+    labels = tf.broadcast_to(tf.reshape(tf.cast(labels, tf.int32), [-1]), tf.shape(logits)[:-1])
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+    )
+
+
+def gather_triplets(values: tf.Tensor, triplets: miners_lib.Triplets) -> tf.Tensor:
+    """The (T, 3, ...) stack of the triplets' anchor, positive and negative rows of ``values``."""
+    return tf.stack([tf.gather(values, index) for index in triplets], axis=1)
+
+
+# ---- networks --------------------------------------------------------------------------------
+def build_generator(embedding_dim: int, hidden_units: int) -> keras.Model:
+    """G: (T, 3, d) triplets -> (T, 3, d) L2-normalised triplets, the identity at initialisation."""
+    triplets = keras.Input((3, embedding_dim), name="triplets")
+    hidden = layers.Dense(hidden_units, activation="relu", dtype="float32")(layers.Flatten()(triplets))
+    change = layers.Dense(3 * embedding_dim, kernel_initializer="zeros", dtype="float32")(hidden)
+    moved = layers.Add(dtype="float32")([triplets, layers.Reshape((3, embedding_dim))(change)])
+    return keras.Model(triplets, layers.UnitNormalization(axis=-1, dtype="float32")(moved), name="generator")
+
+
+def build_discriminator(embedding_dim: int, num_classes: int, hidden_units: int) -> keras.Model:
+    """D: (..., d) embeddings -> (..., K + 1) logits, the last class meaning "generated"."""
+    vectors = keras.Input((embedding_dim,), name="embeddings")
+    hidden = layers.Dense(hidden_units, activation="relu", dtype="float32")(vectors)
+    return keras.Model(vectors, layers.Dense(num_classes + 1, dtype="float32")(hidden), name="discriminator")
+
+
+# ---- model -----------------------------------------------------------------------------------
+@register_method("htg")
+class HTG(MetricModel):
+    """Hard triplet generation: F trained on G's hard triplets, G against D (papers/004).
+
+    Args:
+        embedding_net: images -> L2-normalised embeddings (F).
+        num_classes: K, the number of training classes (D has K + 1 outputs).
+        loss: F's triplet loss (its miner picks the triplets given to G, its margin is m).
+        miner: with ``loss`` given by name, its miner; ``"random"`` by default.
+        b: weight of L_fake in D's loss and of L_cls in G's loss.
+        hidden_units: width of G's and D's hidden layer.
+        generator_learning_rate, discriminator_learning_rate: Adam learning rates of G and D.
+        seed: base seed of the stateless mining.
+    """
+
+    def __init__(
+        self,
+        embedding_net: keras.Model,
+        *,
+        num_classes: int,
+        loss: str | dict | losses_lib.MetricLoss = "triplet",
+        miner: str | None = None,
+        b: float = 1.0,
+        hidden_units: int = 512,
+        generator_learning_rate: float = 1e-3,
+        discriminator_learning_rate: float = 1e-3,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        if isinstance(loss, str) and miner is None:
+            miner = "random"
+        super().__init__(embedding_net, loss=loss, miner=miner, seed=seed, **kwargs)
+        if not isinstance(self.metric_loss, losses_lib.TripletLoss):
+            raise ValueError(f"HTG trains F with a triplet loss, got {type(self.metric_loss).__name__}")
+        if num_classes < 2:
+            raise ValueError(f"HTG's discriminator needs num_classes >= 2 training classes, got {num_classes}")
+        if b < 0:
+            raise ValueError(f"HTG needs b >= 0, got {b}")
+        if hidden_units < 1:
+            raise ValueError(f"hidden_units must be >= 1, got {hidden_units}")
+        self.num_classes, self.b, self.hidden_units = int(num_classes), float(b), int(hidden_units)
+        self.generator_learning_rate = float(generator_learning_rate)
+        self.discriminator_learning_rate = float(discriminator_learning_rate)
+        self.generator = build_generator(self.embedding_dim, self.hidden_units)
+        self.discriminator = build_discriminator(self.embedding_dim, self.num_classes, self.hidden_units)
+        self.generator_optimizer = keras.optimizers.Adam(self.generator_learning_rate)
+        self.discriminator_optimizer = keras.optimizers.Adam(self.discriminator_learning_rate)
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss")
+        }
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, *self.trackers.values()]
+
+    def discriminate(self, triplets: tf.Tensor) -> tf.Tensor:
+        """D's (3 T, K + 1) logits of the vectors of (T, 3, d) triplets, in row-major order."""
+        return self.discriminator(tf.reshape(triplets, [-1, self.embedding_dim]))
+
+    def compile(self, *args, **kwargs) -> None:
+        """F's optimizer from the arguments; each optimizer is built on exactly the variables it updates."""
+        super().compile(*args, **kwargs)
+        self.optimizer.build(self.embedding_net.trainable_variables)
+        self.generator_optimizer.build(self.generator.trainable_variables)
+        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    # ---- the three updates, in train_step's order -------------------------------------------
+    def embedding_step(
+        self, images: tf.Tensor, labels: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, miners_lib.Triplets, tf.Tensor]:
+        """F's update on G's hard triplets; returns the global (stopped) embeddings, labels, triplets and loss."""
+        with tf.GradientTape() as tape:
+            embeddings = self(images, training=True)
+            embeddings, labels = ops.gather_global_batch(embeddings, labels)
+            triplets = self.metric_loss.mine(embeddings, labels, self.step_seed())
+            anchor, positive, negative = tf.unstack(self.generator(gather_triplets(embeddings, triplets)), axis=1)
+            loss = losses_lib.triplet_loss(
+                anchor, positive, negative, self.metric_loss.margin, self.metric_loss.squared
+            ) + self.regularization_loss()
+            scaled_loss = self.optimizer.scale_loss(loss / ops.num_replicas())
+        variables = self.embedding_net.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return tf.stop_gradient(tf.cast(embeddings, tf.float32)), labels, triplets, loss
+
+    def discriminator_step(
+        self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
+    ) -> dict[str, tf.Tensor]:
+        """D's update: ``L_real + b L_fake`` (K real classes, fake class K)."""
+        real = gather_triplets(embeddings, triplets)
+        generated = self.generator(real)
+        with tf.GradientTape() as tape:
+            real_loss = softmax_loss(self.discriminate(real), gather_triplets(labels, triplets))
+            fake_loss = softmax_loss(self.discriminate(generated), self.num_classes)
+            loss = real_loss + self.b * fake_loss
+            scaled_loss = loss / ops.num_replicas()
+        variables = self.discriminator.trainable_variables
+        self.discriminator_optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return {"discriminator_loss": loss, "real_loss": real_loss, "fake_loss": fake_loss}
+
+    def generator_step(
+        self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
+    ) -> dict[str, tf.Tensor]:
+        """G's update: ``L_inv + b L_cls`` against the current D."""
+        real = gather_triplets(embeddings, triplets)
+        with tf.GradientTape() as tape:
+            generated = self.generator(real)
+            anchor, positive, negative = tf.unstack(generated, axis=1)
+            inverse_loss = inverse_triplet_loss(anchor, positive, negative, self.metric_loss.margin)
+            cls_loss = softmax_loss(self.discriminate(generated), gather_triplets(labels, triplets))
+            loss = inverse_loss + self.b * cls_loss
+            scaled_loss = loss / ops.num_replicas()
+        variables = self.generator.trainable_variables
+        self.generator_optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return {"generator_loss": loss, "inverse_loss": inverse_loss, "cls_loss": cls_loss}
+
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        labels = ops.check_batch(images, labels)
+        embeddings, labels, triplets, loss = self.embedding_step(images, labels)
+        logs = {
+            **self.discriminator_step(embeddings, labels, triplets),
+            **self.generator_step(embeddings, labels, triplets),
+        }
+        self.loss_tracker.update_state(loss)
+        for name, value in logs.items():
+            self.trackers[name].update_state(value)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "b": self.b,
+            "hidden_units": self.hidden_units,
+            "generator_learning_rate": self.generator_learning_rate,
+            "discriminator_learning_rate": self.discriminator_learning_rate,
+        }

@@ -1,0 +1,492 @@
+"""PROFS: deep metric learning with alternating projections onto feasible sets (Can, Gürbüz, Alatan).
+
+Algorithm 1 of the paper, and where each line lives here::
+
+    sample R = {k_l}: one representative image per class           ProfsSampler.representatives
+    repeat M = ceil(rho / p(y)) times (Sec. 5.4)                   projection_length
+        R' from R, possibly by hard negative class mining           ProfsSampler.choose_classes,
+                                                                    hard_negative_classes
+        batch B: R' with examples E of their classes                ProfsSampler.batch
+        theta <- theta - a grad(1/2 lambda ||theta^(k) - theta||^2   ProfsModel.train_step,
+                                + L(theta; B))  (eq. 4.6 / 4.7)     proximal_term
+    theta^(k+1) <- theta                                            ProfsModel.start_projection_if_due
+
+Batches are ``(images, labels, is_representative)``: P classes x I images, the first image of each
+class group its current representative (:func:`profs_pipeline`, which
+:meth:`ProfsModel.make_train_dataset` builds). The metric loss sees ``is_representative`` as its
+``anchor_mask``: every pair or triplet is anchored at a representative, and pairs between two
+non-representatives are ignored (the lifted loss adaptation of Sec. 5.3).
+
+Choices where the paper is silent or ambiguous:
+
+- I counts the representative: a class in a batch has its representative and I - 1 examples, so
+  that p(y) = B / (I L) = P / L is exactly the probability that a class is in a batch, and
+  M = ceil(rho L / P), computed in integers (PAPER_NOTES: the float formula is off by one).
+- lambda = 1e-3 (Sec. 5.2) multiplies 1/2 ||theta^(k) - theta||^2; eq. 4.7 and Algorithm 1 print
+  the term without it. theta is the embedding net's trainable weights (not the loss's own weights,
+  e.g. the margin loss's beta).
+- Representatives: projection k draws, for every class with at least 2 images, a representative
+  different from projection k - 1's (Sec. 4: distinct samples for consecutive sets).
+- Hard negative class mining: each batch draws one query class uniformly, then the P - 1 classes
+  whose cached representatives are nearest to the query's (squared Euclidean); classes never
+  cached are skipped, and the batch is filled with uniformly drawn classes when fewer are cached.
+
+HNCM design: the class choice happens in the input pipeline (a Python generator feeding
+``tf.data``), which reads the model's ``representative_cache`` variable between steps. The cache
+is refreshed inside ``train_step`` from the representatives of every batch. Trade-off: the
+pipeline prefetches, so the cache it reads can be a few steps old, and with HNCM a run is not
+bit-for-bit reproducible (the class choice depends on when the generator reads the cache);
+in return no image is embedded twice and no candidate pool is wasted. Without HNCM the batches
+are a deterministic function of (seed, step).
+
+The projection schedule follows the optimizer's iteration counter: theta^(k) is refreshed at the
+start of every step whose index is a multiple of M, and the sampler switches representatives at
+the same steps (it starts from the counter's value, so a resumed run stays in step).
+
+Memory: the proximal anchor theta^(k) is a second copy of the embedding net's trainable weights.
+``anchor_dtype="float16"`` halves it; ``anchor_device="/CPU:0"`` keeps it in host memory
+(without a ``tf.distribute`` strategy; a MirroredStrategy keeps a copy per replica).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import losses as losses_lib
+from zoo import ops
+from zoo.data import ImageSet, PKSampler
+from zoo.data.pipeline import _check_image_size, _image_loader, _resize_crop, resized_size
+from zoo.methods import register_method
+from zoo.methods.metric_model import MetricModel
+
+# The pairwise losses PROFS is defined with (Sec. 5.3): C-, T-, M-, L-, N- and A-PROFS.
+PROFS_LOSSES: tuple[type[losses_lib.MetricLoss], ...] = (
+    losses_lib.ContrastiveLoss,
+    losses_lib.TripletLoss,
+    losses_lib.MarginLoss,
+    losses_lib.LiftedStructuredLoss,
+    losses_lib.NPairLoss,
+    losses_lib.AngularLoss,
+)
+ANCHOR_DTYPES = ("float32", "float16", "bfloat16")
+
+
+# ---- the paper's equations ---------------------------------------------------------------------
+def projection_length(rho: int, num_classes: int, classes_per_batch):
+    """M = ceil(rho / p(y)), p(y) = B / (I L) = P / L (Sec. 5.4), in integers: ceil(rho L / P).
+
+    Works on Python ints and on integer tensors (``classes_per_batch`` counted in a batch).
+    """
+    return (rho * num_classes + classes_per_batch - 1) // classes_per_batch
+
+
+def proximal_term(variables: list, anchors: list, weight: float) -> tf.Tensor:
+    """``weight / 2 * ||theta^(k) - theta||^2`` summed over all variables (eq. 4.6), in float32."""
+    squares = [
+        tf.reduce_sum(tf.square(tf.cast(v, tf.float32) - tf.cast(a, tf.float32))) for v, a in zip(variables, anchors)
+    ]
+    return 0.5 * weight * tf.add_n(squares)
+
+
+def hard_negative_classes(cache: np.ndarray, cached: np.ndarray, query: int, count: int) -> np.ndarray:
+    """HNCM (Sec. 4): the ``count`` classes whose cached representatives are nearest to ``query``'s.
+
+    Args:
+        cache: (L, D) last embedding of each class's representative.
+        cached: (L,) bool, whether a class's row holds an embedding yet.
+        query: the class the negatives are mined for.
+        count: how many classes to return at most.
+
+    Returns:
+        int64 class ids, nearest first (squared Euclidean); empty when ``query`` was never
+        cached. Classes never cached are skipped, so fewer than ``count`` may come back.
+    """
+    if not cached[query]:
+        return np.zeros(0, np.int64)
+    candidates = np.flatnonzero(cached)
+    candidates = candidates[candidates != query]
+    distances = np.sum(np.square(cache[candidates] - cache[query]), axis=1)
+    return candidates[np.argsort(distances, kind="stable")[:count]].astype(np.int64)
+
+
+# ---- batch construction ----------------------------------------------------------------------
+class ProfsSampler(PKSampler):
+    """Representative-constrained batches of Algorithm 1, as image indices.
+
+    Projection k = step // M has one representative image per class. A batch holds P classes
+    (uniform, or by hard negative class mining when ``class_cache`` is given) with I images each:
+    the class's representative first, then I - 1 other images of the class (drawn without
+    replacement when the class has enough, else with replacement; the representative itself when
+    it is the class's only image). Iterating yields ``(step, indices, is_representative)``.
+
+    Args:
+        labels: class id of every image; ids ``0..L-1`` index the cache rows.
+        classes_per_batch: P (2 to L).
+        images_per_class: I, the representative included (at least 2).
+        steps_per_projection: M.
+        seed: seed of all draws; batch ``t`` uses the streams ``[seed, 1]`` (representatives)
+            and ``[seed, 2, t]`` (classes and examples).
+        class_cache: for HNCM, a function returning the model's ``(cache, cached)`` arrays.
+        first_step: the step of the first batch, or a function returning it when iteration
+            starts (the optimizer's counter, so that a resumed run keeps the schedule).
+
+    Raises:
+        ValueError: P, I or M out of range.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        classes_per_batch: int,
+        images_per_class: int,
+        steps_per_projection: int,
+        seed: int = 0,
+        class_cache: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+        first_step: int | Callable[[], int] = 0,
+    ):
+        super().__init__(labels, classes_per_batch, images_per_class, seed)
+        if steps_per_projection < 1:
+            raise ValueError(f"steps_per_projection must be >= 1, got {steps_per_projection}")
+        self.steps_per_projection = int(steps_per_projection)
+        self.class_cache = class_cache
+        self.first_step = first_step
+        self._sizes = np.array([len(m) for m in self.members])
+        self._projection, self._positions = -1, np.zeros(len(self.members), np.int64)
+
+    def representatives(self, projection: int) -> np.ndarray:
+        """Image index of each class's representative in ``projection`` (Algorithm 1, line 3).
+
+        Each projection moves every class with n >= 2 images to another of its images: position
+        (previous + 1 + floor(u (n - 1))) mod n, u uniform. Computed forward from the last call.
+        """
+        if projection < self._projection:
+            self._projection = -1
+        while self._projection < projection:
+            self._projection += 1
+            u = np.random.default_rng([self.seed, 1, self._projection]).random(len(self._sizes))
+            if self._projection == 0:
+                self._positions = np.floor(u * self._sizes).astype(np.int64)
+            else:
+                self._positions = (self._positions + 1 + np.floor(u * (self._sizes - 1)).astype(np.int64)) % self._sizes
+        return np.array([members[p] for members, p in zip(self.members, self._positions)], np.int64)
+
+    def choose_classes(self, rng: np.random.Generator) -> np.ndarray:
+        """The P class indices of a batch: uniform, or a query class and its hard negative classes."""
+        if self.class_cache is None:
+            return rng.choice(len(self.classes), self.classes_per_batch, replace=False)
+        cache, cached = self.class_cache()
+        query = int(rng.integers(len(self.classes)))
+        rows = hard_negative_classes(cache, cached, int(self.classes[query]), self.classes_per_batch - 1)
+        chosen = np.concatenate([[query], np.searchsorted(self.classes, rows)])
+        others = np.setdiff1d(np.arange(len(self.classes)), chosen)
+        return np.concatenate([chosen, rng.choice(others, self.classes_per_batch - len(chosen), replace=False)])
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (P * I,) and representative flags of the batch of ``step``, class by class."""
+        representatives = self.representatives(step // self.steps_per_projection)
+        rng = np.random.default_rng([self.seed, 2, step])
+        indices = []
+        for c in self.choose_classes(rng):
+            others = self.members[c][self.members[c] != representatives[c]]
+            if len(others) == 0:
+                others = self.members[c]
+            count = self.images_per_class - 1
+            indices += [representatives[c], *rng.choice(others, count, replace=len(others) < count)]
+        is_representative = np.zeros(self.batch_size, bool)
+        is_representative[:: self.images_per_class] = True
+        return np.asarray(indices, np.int64), is_representative
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        step = self.first_step() if callable(self.first_step) else self.first_step
+        while True:
+            yield (step, *self.batch(step))
+            step += 1
+
+
+def profs_pipeline(image_set: ImageSet, image_size: int, sampler: ProfsSampler) -> tf.data.Dataset:
+    """Endless PROFS batches with random crops (and flips when the set allows them).
+
+    Returns:
+        A dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels,
+        bool (B,) is_representative)``, B = P * I; the augmentation of step t is drawn from
+        ``[seed, 3, t]``.
+    """
+    _check_image_size(image_size)
+    batch = sampler.batch_size
+    max_offset = resized_size(image_size) - image_size
+    allow_flip = image_set.allow_flip
+
+    def batches() -> Iterator[tuple[np.ndarray, ...]]:
+        for step, indices, is_representative in sampler:
+            rng = np.random.default_rng([sampler.seed, 3, step])
+            offsets = rng.integers(0, max_offset + 1, size=(batch, 2), dtype=np.int32)
+            flips = (rng.random(batch) < 0.5) & allow_flip
+            yield indices, is_representative, offsets, flips
+
+    load = _image_loader(image_set)
+    labels = tf.constant(image_set.labels, tf.int32)
+
+    def augment(index, is_representative, offset, flip):
+        return _resize_crop(load(index), image_size, offset, flip), tf.gather(labels, index), is_representative
+
+    signature = (
+        tf.TensorSpec((batch,), tf.int64),
+        tf.TensorSpec((batch,), tf.bool),
+        tf.TensorSpec((batch, 2), tf.int32),
+        tf.TensorSpec((batch,), tf.bool),
+    )
+    return (
+        tf.data.Dataset.from_generator(batches, output_signature=signature)
+        .unbatch()
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+# ---- the model ---------------------------------------------------------------------------------
+def unpack_profs_batch(data: tuple) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """``(images, labels, is_representative)`` of a PROFS batch; a clear error for any other batch."""
+    if not isinstance(data, (tuple, list)) or len(data) != 3:
+        raise ValueError(
+            "ProfsModel trains on batches (images, labels, is_representative) from "
+            "ProfsModel.make_train_dataset (zoo.methods.profs.profs_pipeline), not on plain "
+            "(images, labels) batches: Algorithm 1 anchors every pair at a class representative"
+        )
+    images, labels, is_representative = data
+    if is_representative.dtype != tf.bool:
+        raise ValueError(f"is_representative must be a bool vector, got dtype {is_representative.dtype.name}")
+    return images, labels, tf.reshape(is_representative, [-1])
+
+
+@register_method("profs")
+class ProfsModel(MetricModel):
+    """PROFS (Algorithm 1): a pairwise metric loss on representative-constrained batches + a proximal term.
+
+    Args:
+        embedding_net: images -> L2-normalised embeddings.
+        num_classes: L, the number of training classes (rows of the representative cache).
+        loss: one of the pairwise losses of Sec. 5.3 (``contrastive``, ``triplet``, ``margin``,
+            ``lifted``, ``npair``, ``angular``), by name, dict or instance.
+        miner: with a mined loss given by name, its miner.
+        proximal_weight: lambda of eq. 4.6 (1e-3, Sec. 5.2); 0 keeps only the batch construction.
+        rho: uses of a representative per projection (6, Sec. 5.4); gives M with P.
+        steps_per_projection: M given directly (the ablation of Fig. 1); overrides rho.
+        hard_negative_class_mining: choose a batch's classes by HNCM (Sec. 4).
+        anchor_dtype: dtype of the proximal anchor theta^(k) (``float32``, ``float16``, ``bfloat16``).
+        anchor_device: device of theta^(k), e.g. ``"/CPU:0"``; None = with the weights.
+        seed: base seed of the stateless mining and of the sampler.
+
+    Raises:
+        ValueError: a loss PROFS is not defined with, or a hyperparameter out of range.
+    """
+
+    def __init__(
+        self,
+        embedding_net: keras.Model,
+        *,
+        num_classes: int,
+        loss: str | dict | losses_lib.MetricLoss = "triplet",
+        miner: str | None = None,
+        proximal_weight: float = 1e-3,
+        rho: int = 6,
+        steps_per_projection: int | None = None,
+        hard_negative_class_mining: bool = True,
+        anchor_dtype: str = "float32",
+        anchor_device: str | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(embedding_net, loss=loss, miner=miner, seed=seed, **kwargs)
+        if not isinstance(self.metric_loss, PROFS_LOSSES):
+            raise ValueError(
+                f"PROFS is defined with the pairwise losses contrastive, triplet, margin, lifted, npair and "
+                f"angular (Sec. 5.3), got {type(self.metric_loss).__name__}"
+            )
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if proximal_weight < 0:
+            raise ValueError(f"proximal_weight (lambda) must be >= 0, got {proximal_weight}")
+        if int(rho) < 1 or rho != int(rho):
+            raise ValueError(f"rho must be an integer >= 1, got {rho}")
+        if steps_per_projection is not None and int(steps_per_projection) < 1:
+            raise ValueError(f"steps_per_projection must be >= 1 or None, got {steps_per_projection}")
+        if anchor_dtype not in ANCHOR_DTYPES:
+            raise ValueError(f"anchor_dtype must be one of {ANCHOR_DTYPES}, got {anchor_dtype!r}")
+        self.num_classes = int(num_classes)
+        self.proximal_weight = float(proximal_weight)
+        self.rho = int(rho)
+        self.steps_per_projection = None if steps_per_projection is None else int(steps_per_projection)
+        self.hard_negative_class_mining = bool(hard_negative_class_mining)
+        self.anchor_dtype = anchor_dtype
+        self.anchor_device = anchor_device
+        self.metric_loss_tracker = keras.metrics.Mean(name="metric_loss")
+        self.proximal_loss_tracker = keras.metrics.Mean(name="proximal_loss")
+
+    def build(self, input_shape=None) -> None:
+        super().build(input_shape)
+        with tf.device(self.anchor_device):
+            self.anchor_weights = [
+                keras.Variable(
+                    keras.ops.cast(v, self.anchor_dtype), trainable=False, dtype=self.anchor_dtype,
+                    aggregation="only_first_replica", name=f"anchor_{i}",
+                )
+                for i, v in enumerate(self.embedding_net.trainable_variables)
+            ]
+        self.representative_cache = keras.Variable(
+            keras.ops.zeros((self.num_classes, self.embedding_dim)), trainable=False, dtype="float32",
+            aggregation="only_first_replica", name="representative_cache",
+        )
+        self.representative_cached = keras.Variable(
+            keras.ops.zeros((self.num_classes,), "bool"), trainable=False, dtype="bool",
+            aggregation="only_first_replica", name="representative_cached",
+        )
+
+    # ---- Algorithm 1 ---------------------------------------------------------------------------
+    def projection_length(self, classes_per_batch):
+        """M for batches of ``classes_per_batch`` classes: ``steps_per_projection`` or ceil(rho L / P)."""
+        if self.steps_per_projection is not None:
+            return self.steps_per_projection
+        return projection_length(self.rho, self.num_classes, classes_per_batch)
+
+    def start_projection_if_due(self, num_representatives: tf.Tensor) -> None:
+        """theta^(k) <- theta at the first step of every projection (steps 0, M, 2M, ...)."""
+        step = tf.convert_to_tensor(self.optimizer.iterations)
+        steps = tf.cast(self.projection_length(num_representatives), step.dtype)
+
+        def refresh():
+            for anchor, variable in zip(self.anchor_weights, self.embedding_net.trainable_variables):
+                anchor.assign(tf.cast(variable, anchor.dtype))
+            return tf.constant(True)
+
+        tf.cond(tf.equal(step % steps, 0), refresh, lambda: tf.constant(False))
+
+    def train_step(self, data):
+        images, labels, is_representative = unpack_profs_batch(data)
+        labels = ops.check_batch(images, labels)
+        tf.debugging.assert_less(labels, self.num_classes, message="a label is not a training class id < num_classes")
+        global_labels, global_representatives = ops.gather_global_batch(labels, is_representative)
+        self.start_projection_if_due(tf.reduce_sum(tf.cast(global_representatives, tf.int32)))
+        with tf.GradientTape() as tape:
+            embeddings = self(images, training=True)
+            (global_embeddings,) = ops.gather_global_batch(embeddings)
+            # L(theta; B): pairs anchored at the representatives (eq. 4.7)
+            metric_loss = self.metric_loss(
+                global_embeddings, global_labels, self.step_seed(), anchor_mask=global_representatives
+            )
+            # 1/2 lambda ||theta^(k) - theta||^2 (eq. 4.6, lambda of Sec. 5.2)
+            proximal_loss = proximal_term(self.embedding_net.trainable_variables, self.anchor_weights, self.proximal_weight)
+            loss = metric_loss + proximal_loss + self.regularization_loss()
+            scaled_loss = loss / ops.num_replicas()
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        self.update_representative_cache(global_embeddings, global_labels, global_representatives)
+        self.loss_tracker.update_state(loss)
+        self.metric_loss_tracker.update_state(metric_loss)
+        self.proximal_loss_tracker.update_state(proximal_loss)
+        return {m.name: m.result() for m in self.metrics}
+
+    def update_representative_cache(
+        self, embeddings: tf.Tensor, labels: tf.Tensor, is_representative: tf.Tensor
+    ) -> None:
+        """HNCM cache (Sec. 4): store the embedding of every representative in the batch."""
+        rows = tf.boolean_mask(labels, is_representative)[:, None]
+        values = tf.boolean_mask(tf.stop_gradient(tf.cast(embeddings, tf.float32)), is_representative)
+        self.representative_cache.assign(tf.tensor_scatter_nd_update(self.representative_cache, rows, values))
+        self.representative_cached.assign(
+            tf.tensor_scatter_nd_update(self.representative_cached, rows, tf.ones_like(rows[:, 0], tf.bool))
+        )
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, self.metric_loss_tracker, self.proximal_loss_tracker]
+
+    # ---- batches -------------------------------------------------------------------------------
+    def read_representative_cache(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cache as numpy arrays, for the sampler's HNCM."""
+        return self.representative_cache.numpy(), self.representative_cached.numpy()
+
+    def current_step(self) -> int:
+        """The optimizer's iteration counter (0 before ``compile``)."""
+        return int(self.optimizer.iterations.numpy()) if getattr(self, "optimizer", None) is not None else 0
+
+    def make_train_dataset(
+        self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+    ) -> tf.data.Dataset:
+        """PROFS batches ``(images, labels, is_representative)`` of P classes x I images, I including
+        the representative, for this model's M and HNCM setting, starting at the optimizer's step."""
+        if image_set.num_classes != self.num_classes:
+            raise ValueError(
+                f"the model was built for {self.num_classes} training classes, the set has {image_set.num_classes}"
+            )
+        sampler = ProfsSampler(
+            image_set.labels,
+            classes_per_batch,
+            images_per_class,
+            self.projection_length(classes_per_batch),
+            seed=seed,
+            class_cache=self.read_representative_cache if self.hard_negative_class_mining else None,
+            first_step=self.current_step,
+        )
+        return profs_pipeline(image_set, image_size, sampler)
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_classes": self.num_classes,
+            "proximal_weight": self.proximal_weight,
+            "rho": self.rho,
+            "steps_per_projection": self.steps_per_projection,
+            "hard_negative_class_mining": self.hard_negative_class_mining,
+            "anchor_dtype": self.anchor_dtype,
+            "anchor_device": self.anchor_device,
+        }
+
+
+# ---- registry presets --------------------------------------------------------------------------
+_PAPER = "PROFS (Can, Gürbüz, Alatan 2019): alternating projections onto feasible sets, T-PROFS-HNCM"
+# Sec. 5.2: batch 128 with I = 2 images per class (the ablation's I, Sec. 5.4), 100 epochs,
+# Adam lr 1e-4 for SOP and 1e-5 for CUB-200 / CARS196; 512-d embedding on 224 px crops.
+_PAPER_HYPERPARAMETERS = {"loss": "triplet", "miner": "hard", "proximal_weight": 1e-3, "rho": 6,
+                          "hard_negative_class_mining": True}
+
+PRESETS = [
+    {
+        "name": "profs_digits",
+        "method": "profs",
+        "paper": _PAPER,
+        "backbone": "tiny_cnn",
+        "backbone_weights": None,
+        "freeze_batchnorm": False,
+        "dataset": "digits",
+        "embedding_dim": 64,
+        "input_size": 32,
+        "hyperparameters": {**_PAPER_HYPERPARAMETERS},
+        "training": {"epochs": 15, "classes_per_batch": 5, "images_per_class": 16, "learning_rate": 1e-3,
+                     "eval_every": 5},
+        "command": "python training_scripts/profs.py --dataset digits --publish profs_digits",
+    },
+    *(
+        {
+            "name": f"profs_{dataset}",
+            "method": "profs",
+            "paper": _PAPER,
+            "backbone": "inception_v3",
+            "backbone_weights": "imagenet",
+            "freeze_batchnorm": False,
+            "dataset": dataset,
+            "embedding_dim": 512,
+            "input_size": 224,
+            "hyperparameters": {**_PAPER_HYPERPARAMETERS},
+            "training": {"epochs": 100, "classes_per_batch": 64, "images_per_class": 2, "learning_rate": lr,
+                         "eval_every": 1},
+            "command": f"python training_scripts/profs.py --dataset {dataset} --data-dir DATA",
+        }
+        for dataset, lr in (("cub200", 1e-5), ("cars196", 1e-5), ("sop", 1e-4))
+    ),
+]

@@ -1,0 +1,514 @@
+"""THSG: two-stage hard sample generation for deep metric learning (papers/000).
+
+The embedding net F is trained on real triplets X = (a, p, n) and on hard triplets made from them in two
+stages (Fig. 4, Algorithm 1):
+
+- Stage 1: piecewise linear manipulation (PLM, eq. 9-11) stretches each anchor-positive pair to (a*, p*);
+  generator G1 maps it to (a', p'), trained against the conditional discriminator DG1 (eq. 12-16).
+- Stage 2: generator G2 maps (a', p', n) to the hard triplet (â, p̂, n̂) with the adaptive reverse triplet
+  (ART) loss, trained against the (C+1)-class discriminator DG2 (eq. 17-23).
+- F (with the shared classifier CF) learns from eq. 5: e^(-β/L_G) L_t(X) + φ L_sm(X, X', X̂)
+  + (1 - e^(-β/L_G)) L_t(X̂).
+
+Choices where the paper is silent or ambiguous:
+
+- Loss normalisation: the paper writes each loss for one triplet (Sec. 4.1); every loss here is that
+  per-triplet sum, averaged over the triplets of the global batch.
+- d(a, p) in eq. 10-11 is the squared Euclidean distance, as in eq. 15 and 20 (``plm_squared_distance=False``
+  uses the plain distance). λ is a per-pair constant (no gradient through it); a*, p* are not re-normalised.
+- d_t (eq. 11) is the mean d(a, p) over the previous epoch's anchor-positive pairs; in the first epoch, which
+  has no previous one, it is the running mean of the current epoch so far (this batch included). It rolls
+  over at each epoch end through :class:`DistanceThresholdUpdate`, which :meth:`THSG.fit` adds itself.
+- τr (eq. 19) uses the previous step's L_G2 (τr and L_G2 depend on each other); the eq. 5 weight uses this
+  step's L_G2, computed in the G2 update just before. Both are detached. Before the first G2 update L_G2 is
+  +inf, so the first τr is 0.
+- The "0" (generated) class of DG2 in eq. 23 is index C here, as our labels are 0..C-1.
+- Triplets: generation always starts from random triplets (every positive pair with a random negative);
+  a ``miner`` other than "random" replaces only L_org by the mined triplets' loss (eq. 25, Sec. 6.5).
+- Generators: Dense(128, ReLU) -> Dense(embedding_dim) -> L2 norm, applied to each embedding ("two fully
+  connected layers with dimensions 128 and 512", Sec. 6.2, with the paper's 512-d embedding). The
+  discriminators, which the paper does not describe, are Dense(hidden_units, ReLU) -> Dense(classes). CF is
+  one Dense(C) layer. These sub-networks compute in float32.
+- Gradients reach F through PLM, G1 and G2 in the eq. 5 step (end-to-end, Sec. 4.2); G1 and G2 are frozen
+  there. The stage 1 and 2 updates see F's embeddings detached.
+- Pre-training F (Algorithm 1, line 2): during the first ``pretrain_epochs`` epochs F's gradient comes from
+  L_t(X) alone; G1, G2, DG1, DG2 and CF keep training on the detached embeddings, so they are ready when
+  eq. 5 takes over (a condition around optimizer updates is not allowed under MirroredStrategy).
+- Optimizers: Adam for every sub-network (Sec. 6.2) with Keras's weight decay, which is decoupled (AdamW
+  style), where PyTorch's ``Adam(weight_decay=...)`` adds it to the gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import keras
+import tensorflow as tf
+
+from zoo import losses as losses_lib
+from zoo import miners as miners_lib
+from zoo import ops
+from zoo.methods import register_method
+from zoo.methods.metric_model import MetricModel
+
+
+class Triplet(NamedTuple):
+    """Anchor, positive and negative rows, aligned (T, ...) tensors."""
+
+    anchor: tf.Tensor
+    positive: tf.Tensor
+    negative: tf.Tensor
+
+
+# ---- loss math (pure functions, float32) -------------------------------------------------------------
+
+def squared_distance(x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Row-wise ``||x - y||^2`` (the paper's d(x, y), eq. 15 and 20)."""
+    return tf.reduce_sum(tf.square(tf.cast(x, tf.float32) - tf.cast(y, tf.float32)), axis=-1)
+
+
+def plm_lambda(distance: tf.Tensor, threshold: tf.Tensor, alpha: float, gamma: float) -> tf.Tensor:
+    """THSG eq. (10): λ = α e^-(d - d_t) when d >= d_t, else α + γ (1 - d / d_t)."""
+    distance = tf.cast(distance, tf.float32)
+    threshold = tf.cast(threshold, tf.float32)
+    far = alpha * tf.exp(-(distance - threshold))
+    near = alpha + gamma * (1.0 - tf.math.divide_no_nan(distance, threshold))
+    return tf.where(distance >= threshold, far, near)
+
+
+def piecewise_linear_manipulation(
+    anchor: tf.Tensor, positive: tf.Tensor, threshold: tf.Tensor, alpha: float, gamma: float, squared: bool = True
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """THSG eq. (9): a* = a + λ (a - p), p* = p + λ (p - a), with λ of eq. (10) per pair (no gradient)."""
+    anchor, positive = tf.cast(anchor, tf.float32), tf.cast(positive, tf.float32)
+    distance = squared_distance(anchor, positive)
+    if not squared:
+        distance = tf.sqrt(distance)
+    lam = tf.stop_gradient(plm_lambda(distance, threshold, alpha, gamma))[:, None]
+    return anchor + lam * (anchor - positive), positive + lam * (positive - anchor)
+
+
+def original_sample_weight(generator_loss: tf.Tensor, beta: float) -> tf.Tensor:
+    """THSG eq. (5): the weight e^(-β / L_G) of L_org (that of L_hard is one minus it)."""
+    return tf.exp(-beta / tf.maximum(tf.cast(generator_loss, tf.float32), 1e-12))
+
+
+def adaptive_reverse_margin(generator_loss: tf.Tensor, nu: float, beta: float) -> tf.Tensor:
+    """THSG eq. (19): τr = ν (1 - e^(-β / L_G2))."""
+    return nu * (1.0 - original_sample_weight(generator_loss, beta))
+
+
+def reverse_triplet_loss(generated: Triplet, margin: tf.Tensor) -> tf.Tensor:
+    """THSG eq. (18), the ART loss: mean of [||â - n̂||^2 - ||â - p̂||^2 + τr]_+ over triplets."""
+    d_an = squared_distance(generated.anchor, generated.negative)
+    d_ap = squared_distance(generated.anchor, generated.positive)
+    return tf.reduce_mean(tf.nn.relu(d_an - d_ap + margin))
+
+
+def reconstruction_loss(targets: tuple[tf.Tensor, ...], outputs: tuple[tf.Tensor, ...]) -> tf.Tensor:
+    """THSG eq. (15) and (20): Σ over the pair members of ||target - output||^2, mean over triplets."""
+    return tf.add_n([tf.reduce_mean(squared_distance(t, o)) for t, o in zip(targets, outputs)])
+
+
+def softmax_loss(logits: list[tf.Tensor], labels: list[tf.Tensor]) -> tf.Tensor:
+    """Σ over a triplet's members of the softmax cross-entropy, mean over triplets (eq. 8, 13, 14, 21, 22).
+
+    ``logits[m]`` (T, K) and ``labels[m]`` (T,) are the m-th member's logits and target classes.
+    """
+    return tf.add_n([
+        tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=tf.cast(z, tf.float32)))
+        for z, y in zip(logits, labels)
+    ])
+
+
+def discriminator1_loss(real_logits: list[tf.Tensor], fake_logits: list[tf.Tensor]) -> tf.Tensor:
+    """THSG eq. (16): ½ {Σ L_sm(DG1([x, x*]), 1) + Σ L_sm(DG1([x', x*]), 0)}."""
+    real = softmax_loss(real_logits, [tf.ones(tf.shape(z)[:1], tf.int32) for z in real_logits])
+    fake = softmax_loss(fake_logits, [tf.zeros(tf.shape(z)[:1], tf.int32) for z in fake_logits])
+    return 0.5 * (real + fake)
+
+
+def discriminator2_loss(
+    real_logits: list[tf.Tensor], real_labels: list[tf.Tensor], fake_logits: list[tf.Tensor], num_classes: int
+) -> tf.Tensor:
+    """THSG eq. (23): 1/(C+1) {Σ L_sm(DG2(x'), l_x') + Σ L_sm(DG2(x̂), generated)}; generated = class C."""
+    generated = [tf.fill(tf.shape(z)[:1], num_classes) for z in fake_logits]
+    return (softmax_loss(real_logits, real_labels) + softmax_loss(fake_logits, generated)) / (num_classes + 1)
+
+
+def generator1_loss(class_loss: tf.Tensor, adversarial_loss: tf.Tensor, rec_loss: tf.Tensor, eta: float) -> tf.Tensor:
+    """THSG eq. (12): L_G1 = η (L_class1 + L_adv) + (1 - 2η) L_rec1."""
+    return eta * (class_loss + adversarial_loss) + (1.0 - 2.0 * eta) * rec_loss
+
+
+def generator2_loss(
+    art_loss: tf.Tensor, rec_loss: tf.Tensor, class_loss: tf.Tensor, adversarial_loss: tf.Tensor, eta: float, mu: float
+) -> tf.Tensor:
+    """THSG eq. (17): L_G2 = μ L_ART + (1 - 2η - μ) L_rec2 + η (L_class2 + L_adv2)."""
+    return mu * art_loss + (1.0 - 2.0 * eta - mu) * rec_loss + eta * (class_loss + adversarial_loss)
+
+
+def embedding_loss(
+    original_loss: tf.Tensor, class_loss: tf.Tensor, hard_loss: tf.Tensor, original_weight: tf.Tensor, phi: float
+) -> tf.Tensor:
+    """THSG eq. (5): w L_org + φ L_class + (1 - w) L_hard, with w = e^(-β / L_G)."""
+    return original_weight * original_loss + phi * class_loss + (1.0 - original_weight) * hard_loss
+
+
+# ---- the model ---------------------------------------------------------------------------------------
+
+def _dense_net(input_dim: int, hidden_units: int, outputs: int, name: str, normalize: bool = False) -> keras.Model:
+    """Dense(hidden, ReLU) -> Dense(outputs) [-> L2 norm], in float32."""
+    stack = [
+        keras.Input((input_dim,)),
+        keras.layers.Dense(hidden_units, activation="relu", dtype="float32"),
+        keras.layers.Dense(outputs, dtype="float32"),
+    ]
+    if normalize:
+        stack.append(keras.layers.UnitNormalization(axis=-1, dtype="float32"))
+    return keras.Sequential(stack, name=name)
+
+
+@register_method("thsg")
+class THSG(MetricModel):
+    """Two-stage hard sample generation (THSG) on top of a triplet-loss embedding net.
+
+    Args:
+        embedding_net: F, images -> L2-normalised embeddings.
+        num_classes: C, the number of training classes (CF and DG2 classify into them).
+        miner: triplets of L_org: "random" is THSG; "semi-hard", "soft-hard", "distance-weighted" give
+            THSG(Semi/Soft/D) (eq. 25).
+        margin: triplet margin τ (Sec. 6.2: 0.2).
+        alpha, gamma: PLM's λ (eq. 10; Table 2: 0.2, 0.8).
+        eta, mu: generator loss balance (eq. 12, 17; Table 2: 0.3, 0.3); needs 1 - 2η - μ >= 0.
+        beta: β of the adaptive weights (eq. 5, 19; Table 2: 0.5).
+        phi: weight of the category loss (eq. 5; Table 2: 0.5 CUB-200, 0.25 Cars196, 0.2 SOP).
+        nu: maximum reverse margin ν (eq. 19; Sec. 6.2: 0.2).
+        hidden_units: first layer of the generators and discriminators (Sec. 6.2: 128).
+        classifier_learning_rate, discriminator_learning_rate, generator_learning_rate: Adam learning
+            rates (Sec. 6.2: 1e-3, 1e-4, 1e-3); F's optimizer is the one given to ``compile``.
+        weight_decay: weight decay of those optimizers (Sec. 6.2: 4e-4).
+        pretrain_epochs: epochs of plain triplet training of F first (Algorithm 1, line 2).
+        plm_squared_distance: d(a, p) of eq. 10-11 squared (True) or plain.
+        seed: base seed of the stateless triplet sampling.
+    """
+
+    def __init__(
+        self,
+        embedding_net: keras.Model,
+        *,
+        num_classes: int,
+        miner: str | dict = "random",
+        margin: float = 0.2,
+        alpha: float = 0.2,
+        gamma: float = 0.8,
+        eta: float = 0.3,
+        beta: float = 0.5,
+        mu: float = 0.3,
+        phi: float = 0.5,
+        nu: float = 0.2,
+        hidden_units: int = 128,
+        classifier_learning_rate: float = 1e-3,
+        discriminator_learning_rate: float = 1e-4,
+        generator_learning_rate: float = 1e-3,
+        weight_decay: float = 4e-4,
+        pretrain_epochs: int = 0,
+        plm_squared_distance: bool = True,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        _check_hyperparameters(
+            num_classes=num_classes, margin=margin, alpha=alpha, gamma=gamma, eta=eta, beta=beta, mu=mu, phi=phi,
+            nu=nu, hidden_units=hidden_units, classifier_learning_rate=classifier_learning_rate,
+            discriminator_learning_rate=discriminator_learning_rate, generator_learning_rate=generator_learning_rate,
+            weight_decay=weight_decay, pretrain_epochs=pretrain_epochs,
+        )
+        miner = miners_lib.get(miner, margin=margin) if isinstance(miner, str) else miners_lib.get(miner)
+        super().__init__(embedding_net, loss=losses_lib.TripletLoss(miner=miner, margin=margin), seed=seed, **kwargs)
+        self.num_classes = int(num_classes)
+        self.margin, self.alpha, self.gamma, self.eta = float(margin), float(alpha), float(gamma), float(eta)
+        self.beta, self.mu, self.phi, self.nu = float(beta), float(mu), float(phi), float(nu)
+        self.hidden_units = int(hidden_units)
+        self.classifier_learning_rate = float(classifier_learning_rate)
+        self.discriminator_learning_rate = float(discriminator_learning_rate)
+        self.generator_learning_rate = float(generator_learning_rate)
+        self.weight_decay = float(weight_decay)
+        self.pretrain_epochs = int(pretrain_epochs)
+        self.plm_squared_distance = bool(plm_squared_distance)
+        self.generation_miner = miners_lib.RandomMiner()
+
+        dim, hidden, classes = self.embedding_dim, self.hidden_units, self.num_classes
+        self.classifier = keras.Sequential(
+            [keras.Input((dim,)), keras.layers.Dense(classes, dtype="float32")], name="classifier"
+        )
+        self.generator1 = _dense_net(dim, hidden, dim, "generator1", normalize=True)
+        self.generator2 = _dense_net(dim, hidden, dim, "generator2", normalize=True)
+        self.discriminator1 = _dense_net(2 * dim, hidden, 2, "discriminator1")
+        self.discriminator2 = _dense_net(dim, hidden, classes + 1, "discriminator2")
+        adam = lambda lr: keras.optimizers.Adam(lr, weight_decay=self.weight_decay)
+        self.classifier_optimizer = adam(self.classifier_learning_rate)
+        self.generator1_optimizer = adam(self.generator_learning_rate)
+        self.generator2_optimizer = adam(self.generator_learning_rate)
+        self.discriminator1_optimizer = adam(self.discriminator_learning_rate)
+        self.discriminator2_optimizer = adam(self.discriminator_learning_rate)
+
+        state = lambda name, value, dtype="float32": self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(value), dtype=dtype, trainable=False,
+            aggregation="only_first_replica", name=name,
+        )
+        self.distance_threshold = state("distance_threshold", 0.0)        # d_t, eq. (11)
+        self.epoch_distance_sum = state("epoch_distance_sum", 0.0)
+        self.epoch_pair_count = state("epoch_pair_count", 0.0)
+        self.completed_epochs = state("completed_epochs", 0, "int64")
+        self.generator2_loss = state("generator2_loss", float("inf"))      # latest L_G2, detached
+
+        names = ("l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    # ---- optimizers ------------------------------------------------------------------------------
+    def _sub_networks(self) -> list[tuple[keras.optimizers.Optimizer, keras.Model]]:
+        return [
+            (self.classifier_optimizer, self.classifier),
+            (self.generator1_optimizer, self.generator1),
+            (self.generator2_optimizer, self.generator2),
+            (self.discriminator1_optimizer, self.discriminator1),
+            (self.discriminator2_optimizer, self.discriminator2),
+        ]
+
+    def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
+        """``optimizer`` trains F (Sec. 6.2: Adam, 1e-5); the sub-networks' optimizers are built here."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.embedding_net.trainable_variables)
+        for sub_optimizer, network in self._sub_networks():
+            sub_optimizer.build(network.trainable_variables)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def fit(self, *args: Any, callbacks: list[keras.callbacks.Callback] | None = None, **kwargs: Any):
+        """``keras.Model.fit`` with :class:`DistanceThresholdUpdate` added (d_t rolls over each epoch)."""
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, DistanceThresholdUpdate) for c in callbacks):
+            callbacks.append(DistanceThresholdUpdate())
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [self.loss_tracker, *self.trackers.values()]
+
+    # ---- Algorithm 1 -----------------------------------------------------------------------------
+    def train_step(self, data):
+        images, labels = data[0], data[1]
+        labels = ops.check_batch(images, labels)
+        tf.debugging.assert_less(
+            labels, self.num_classes, message=f"labels must be < num_classes ({self.num_classes})"
+        )
+        tape = tf.GradientTape()
+        with tape:                                                                     # line 5: X = F(I)
+            x, y = ops.gather_global_batch(tf.cast(self(images, training=True), tf.float32), labels)
+        indices = self.generation_miner(x, y, self.step_seed())
+        real, real_labels = self._triplets(tf.stop_gradient(x), y, indices)
+        threshold = self.update_distance_threshold(real)                               # eq. (11)
+        stretched = self.stretch(real, threshold)                                      # X*, eq. (9)
+        l_d1 = self.update_discriminator1(real, stretched)                              # line 6, eq. (16)
+        l_g1 = self.update_generator1(stretched, real_labels)                           # line 6, eq. (12)
+        hidden = self.hidden_triplet(real, stretched)                                   # line 7: X'
+        l_d2 = self.update_discriminator2(hidden, real_labels)                          # lines 8-9, eq. (23)
+        l_g2, tau_r = self.update_generator2(hidden, real_labels)                       # line 9, eq. (17)
+        with tape:                                                                     # lines 10-11, eq. (5)
+            loss, terms = self.embedding_losses(x, y, indices, threshold)
+            loss += self.regularization_loss()
+            scaled_loss = loss / ops.num_replicas()
+        net_variables = self.embedding_net.trainable_variables
+        classifier_variables = self.classifier.trainable_variables
+        grads = tape.gradient(scaled_loss, net_variables + classifier_variables)
+        self.optimizer.apply(grads[: len(net_variables)], net_variables)
+        self.classifier_optimizer.apply(grads[len(net_variables):], classifier_variables)
+
+        self.loss_tracker.update_state(loss)
+        logs = {**terms, "l_g1": l_g1, "l_d1": l_d1, "l_g2": l_g2, "l_d2": l_d2, "tau_r": tau_r, "d_t": threshold}
+        for name, value in logs.items():
+            self.trackers[name].update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _triplets(self, x: tf.Tensor, y: tf.Tensor, indices: miners_lib.Triplets) -> tuple[Triplet, Triplet]:
+        """Embeddings and labels of the mined (anchor, positive, negative) index triplets."""
+        a, p, n = indices
+        return Triplet(*(tf.gather(x, i) for i in (a, p, n))), Triplet(*(tf.gather(y, i) for i in (a, p, n)))
+
+    def update_distance_threshold(self, real: Triplet) -> tf.Tensor:
+        """d_t of eq. (11) for this step; adds this batch's d(a, p) to the epoch's running sum.
+
+        After the first epoch d_t is the previous epoch's mean (set by :meth:`end_epoch`); during the
+        first it is the mean of the epoch so far, this batch included.
+        """
+        distance = squared_distance(real.anchor, real.positive)
+        if not self.plm_squared_distance:
+            distance = tf.sqrt(distance)
+        self.epoch_distance_sum.assign_add(tf.reduce_sum(distance))
+        self.epoch_pair_count.assign_add(tf.cast(tf.size(distance), tf.float32))
+        running_mean = tf.math.divide_no_nan(self.epoch_distance_sum, self.epoch_pair_count)
+        return tf.where(self.completed_epochs > 0, tf.identity(self.distance_threshold), running_mean)
+
+    def end_epoch(self) -> None:
+        """Eq. (11): d_t <- mean d(a, p) of the epoch that ends; called by :class:`DistanceThresholdUpdate`."""
+        if float(self.epoch_pair_count.numpy()) > 0:
+            self.distance_threshold.assign(self.epoch_distance_sum / self.epoch_pair_count)
+        self.epoch_distance_sum.assign(0.0)
+        self.epoch_pair_count.assign(0.0)
+        self.completed_epochs.assign_add(1)
+
+    def stretch(self, real: Triplet, threshold: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """PLM (eq. 9-10): the stretched anchor-positive pair (a*, p*)."""
+        return piecewise_linear_manipulation(
+            real.anchor, real.positive, threshold, self.alpha, self.gamma, self.plm_squared_distance
+        )
+
+    def hidden_triplet(self, real: Triplet, stretched: tuple[tf.Tensor, tf.Tensor]) -> Triplet:
+        """X' = (G1(a*), G1(p*), n), the input of stage 2 (Sec. 5.1)."""
+        return Triplet(self.generator1(stretched[0]), self.generator1(stretched[1]), real.negative)
+
+    def generated_triplet(self, hidden: Triplet) -> Triplet:
+        """X̂ = (G2(a'), G2(p'), G2(n)) (eq. 18)."""
+        return Triplet(*(self.generator2(x) for x in hidden))
+
+    def _update(self, optimizer: keras.optimizers.Optimizer, network: keras.Model, loss_fn) -> tf.Tensor:
+        """One gradient step of ``network`` alone on ``loss_fn()`` (a mean over the global batch)."""
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+            scaled_loss = loss / ops.num_replicas()
+        variables = network.trainable_variables
+        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return loss
+
+    def update_discriminator1(self, real: Triplet, stretched: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        """Eq. (16): DG1 tells [x, x*] (real) from [G1(x*), x*] (generated), x in {a, p}."""
+        generated = [tf.stop_gradient(self.generator1(s)) for s in stretched]
+        originals = [real.anchor, real.positive]
+        d1 = lambda x, s: self.discriminator1(tf.concat([x, s], axis=-1))
+        return self._update(self.discriminator1_optimizer, self.discriminator1, lambda: discriminator1_loss(
+            [d1(x, s) for x, s in zip(originals, stretched)], [d1(g, s) for g, s in zip(generated, stretched)]
+        ))
+
+    def update_generator1(self, stretched: tuple[tf.Tensor, tf.Tensor], labels: Triplet) -> tf.Tensor:
+        """Eq. (12)-(15): G1 keeps the label (CF), fools DG1 and stays close to x* (L_rec1)."""
+        pair_labels = [labels.anchor, labels.positive]
+
+        def loss_fn():
+            generated = [self.generator1(s) for s in stretched]
+            class_loss = softmax_loss([self.classifier(g) for g in generated], pair_labels)           # eq. (13)
+            adversarial = softmax_loss(
+                [self.discriminator1(tf.concat([g, s], axis=-1)) for g, s in zip(generated, stretched)],
+                [tf.ones_like(pair_labels[0]), tf.ones_like(pair_labels[1])],
+            )                                                                                          # eq. (14)
+            rec = reconstruction_loss(stretched, generated)                                           # eq. (15)
+            return generator1_loss(class_loss, adversarial, rec, self.eta)
+
+        return self._update(self.generator1_optimizer, self.generator1, loss_fn)
+
+    def update_discriminator2(self, hidden: Triplet, labels: Triplet) -> tf.Tensor:
+        """Eq. (23): DG2 puts a', p', n in their classes and G2's outputs in the generated class C."""
+        generated = [tf.stop_gradient(x) for x in self.generated_triplet(hidden)]
+        return self._update(self.discriminator2_optimizer, self.discriminator2, lambda: discriminator2_loss(
+            [self.discriminator2(x) for x in hidden], list(labels),
+            [self.discriminator2(x) for x in generated], self.num_classes,
+        ))
+
+    def update_generator2(self, hidden: Triplet, labels: Triplet) -> tuple[tf.Tensor, tf.Tensor]:
+        """Eq. (17)-(22): G2 makes n̂ close to â (ART loss with τr of eq. 19); returns (L_G2, τr)."""
+        tau_r = adaptive_reverse_margin(self.generator2_loss, self.nu, self.beta)                   # eq. (19)
+
+        def loss_fn():
+            generated = self.generated_triplet(hidden)
+            art = reverse_triplet_loss(generated, tau_r)                                              # eq. (18)
+            rec = reconstruction_loss(hidden[:2], generated[:2])                                      # eq. (20)
+            class_loss = softmax_loss([self.classifier(g) for g in generated], list(labels))         # eq. (21)
+            adversarial = softmax_loss([self.discriminator2(g) for g in generated], list(labels))    # eq. (22)
+            return generator2_loss(art, rec, class_loss, adversarial, self.eta, self.mu)
+
+        loss = self._update(self.generator2_optimizer, self.generator2, loss_fn)
+        self.generator2_loss.assign(loss)
+        return loss, tau_r
+
+    def embedding_losses(
+        self, x: tf.Tensor, y: tf.Tensor, indices: miners_lib.Triplets, threshold: tf.Tensor
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Eq. (5) on the global batch, with X' and X̂ re-extracted by the updated G1 and G2.
+
+        During the ``pretrain_epochs`` the generated terms see F's embeddings detached and get weight 0,
+        so F learns from L_t(X) alone while CF still learns from eq. (8).
+        """
+        pretraining = self.completed_epochs < self.pretrain_epochs
+        original_loss = self.compute_metric_loss(x, y)                                # eq. (6) / (25)
+        real, labels = self._triplets(tf.where(pretraining, tf.stop_gradient(x), x), y, indices)
+        hidden = self.hidden_triplet(real, self.stretch(real, threshold))
+        generated = self.generated_triplet(hidden)
+        class_loss = softmax_loss(                                                    # eq. (8)
+            [self.classifier(e) for e in (*real, *hidden[:2], *generated)],
+            [*labels, *labels[:2], *labels],
+        )
+        hard_loss = losses_lib.triplet_loss(*generated, margin=self.margin)           # eq. (7)
+        weight = tf.where(pretraining, 1.0, original_sample_weight(self.generator2_loss, self.beta))
+        loss = embedding_loss(original_loss, class_loss, hard_loss, weight, self.phi)
+        return loss, {"l_org": original_loss, "l_class": class_loss, "l_hard": hard_loss, "w_org": weight}
+
+    # ---- serialisation ---------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("loss")
+        return {
+            **config,
+            "num_classes": self.num_classes,
+            "miner": miners_lib.serialize(self.metric_loss.miner),
+            "margin": self.margin,
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "eta": self.eta,
+            "beta": self.beta,
+            "mu": self.mu,
+            "phi": self.phi,
+            "nu": self.nu,
+            "hidden_units": self.hidden_units,
+            "classifier_learning_rate": self.classifier_learning_rate,
+            "discriminator_learning_rate": self.discriminator_learning_rate,
+            "generator_learning_rate": self.generator_learning_rate,
+            "weight_decay": self.weight_decay,
+            "pretrain_epochs": self.pretrain_epochs,
+            "plm_squared_distance": self.plm_squared_distance,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "THSG":
+        config = dict(config)
+        config["embedding_net"] = keras.saving.deserialize_keras_object(config["embedding_net"])
+        return cls(**config)
+
+
+class DistanceThresholdUpdate(keras.callbacks.Callback):
+    """Rolls THSG's d_t over at each epoch end (eq. 11). :meth:`THSG.fit` adds it by itself."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.model.end_epoch()
+
+
+def _check_hyperparameters(**values: float) -> None:
+    """Clear ``ValueError`` for hyperparameters outside the ranges where THSG's losses make sense."""
+    if int(values["num_classes"]) != values["num_classes"] or values["num_classes"] < 2:
+        raise ValueError(f"num_classes must be an integer >= 2 (training classes), got {values['num_classes']}")
+    positive = ("margin", "beta", "hidden_units", "classifier_learning_rate", "discriminator_learning_rate",
+                "generator_learning_rate")
+    for name in positive:
+        if not values[name] > 0:
+            raise ValueError(f"{name} must be > 0, got {values[name]}")
+    for name in ("alpha", "gamma", "mu", "phi", "nu", "weight_decay", "pretrain_epochs"):
+        if not values[name] >= 0:
+            raise ValueError(f"{name} must be >= 0, got {values[name]}")
+    eta, mu = values["eta"], values["mu"]
+    if not 0.0 <= eta <= 0.5:
+        raise ValueError(f"eta must be in [0, 0.5] so that 1 - 2 eta >= 0 in eq. (12), got {eta}")
+    if 1.0 - 2.0 * eta - mu < 0.0:
+        raise ValueError(f"eq. (17) needs 1 - 2 eta - mu >= 0, got eta={eta}, mu={mu}")
+
+
+PRESETS: list[dict[str, Any]] = []
