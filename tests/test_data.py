@@ -135,7 +135,7 @@ def test_synthetic_is_learnable_but_not_solved_by_raw_pixels():
     distances = sq[:, None] - 2 * pixels @ pixels.T + sq[None]
     np.fill_diagonal(distances, np.inf)
     recall_at_1 = (test.labels[distances.argmin(1)] == test.labels).mean()
-    assert 0.3 < recall_at_1 < 0.95  # chance is 0.1; measured 0.78
+    assert 0.3 < recall_at_1 < 0.8  # chance is 0.1; measured 0.555
 
 
 # ---------------------------------------------------------------------------------------- sampler

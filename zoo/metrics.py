@@ -137,7 +137,7 @@ def evaluate(
                     f"{name}@{k}: K={k} must be between 1 and the number of references per query "
                     f"({num_references})"
                 )
-    gpu = _gpu_resources(use_gpu)
+    gpu = gpu_resources(use_gpu)
     query_labels, ref_labels = _encode_labels(query_labels, ref_labels)
     queries = _normalise(queries)
     references = queries if same_set else _normalise(references)
@@ -419,7 +419,7 @@ def _matmul_t(a: np.ndarray, b: np.ndarray, gpu) -> np.ndarray:
     return faiss.pairwise_distance_gpu(gpu, a, b, metric=faiss.METRIC_INNER_PRODUCT)
 
 
-def _gpu_resources(use_gpu: bool) -> "faiss.StandardGpuResources | None":
+def gpu_resources(use_gpu: bool) -> "faiss.StandardGpuResources | None":
     if not use_gpu:
         return None
     if faiss.get_num_gpus() == 0:

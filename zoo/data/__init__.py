@@ -24,6 +24,7 @@ from zoo.data.pipeline import PKSampler, eval_pipeline, train_pipeline
 
 __all__ = [
     "DATASETS",
+    "SPLITS",
     "ImageSet",
     "PKSampler",
     "eval_pipeline",

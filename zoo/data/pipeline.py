@@ -110,7 +110,8 @@ def _resize_crop(image: tf.Tensor, image_size: int, offset: tf.Tensor, flip: tf.
     image = tf.image.resize(image, [resized, resized], antialias=True)
     image = tf.image.crop_to_bounding_box(image, offset[0], offset[1], image_size, image_size)
     image = tf.where(flip, tf.reverse(image, axis=[1]), image)
-    return tf.ensure_shape(tf.clip_by_value(image, 0.0, 255.0), [image_size, image_size, 3])
+    image = tf.clip_by_value(image, 0.0, 255.0)  # bilinear weights sum to 1 only up to float rounding
+    return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
 def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int,

@@ -18,7 +18,8 @@ Choices where the paper is silent or ambiguous:
   uses the plain distance). λ is a per-pair constant (no gradient through it); a*, p* are not re-normalised.
 - d_t (eq. 11) is the mean d(a, p) over the previous epoch's anchor-positive pairs; in the first epoch, which
   has no previous one, it is the running mean of the current epoch so far (this batch included). It rolls
-  over at each epoch end through :class:`DistanceThresholdUpdate`, which :meth:`THSG.fit` adds itself.
+  over at each epoch end through :class:`DistanceThresholdUpdate`, one of ``training_callbacks()`` (which
+  ``zoo.training`` passes to ``fit``; without it d_t stays the running mean and pre-training never ends).
 - τr (eq. 19) uses the previous step's L_G2 (τr and L_G2 depend on each other); the eq. 5 weight uses this
   step's L_G2, computed in the G2 update just before. Both are detached. Before the first G2 update L_G2 is
   +inf, so the first τr is 0.
@@ -286,12 +287,9 @@ class THSG(MetricModel):
     def compile_from_config(self, config: dict[str, Any]) -> None:
         self.compile(**keras.saving.deserialize_keras_object(config))
 
-    def fit(self, *args: Any, callbacks: list[keras.callbacks.Callback] | None = None, **kwargs: Any):
-        """``keras.Model.fit`` with :class:`DistanceThresholdUpdate` added (d_t rolls over each epoch)."""
-        callbacks = list(callbacks or [])
-        if not any(isinstance(c, DistanceThresholdUpdate) for c in callbacks):
-            callbacks.append(DistanceThresholdUpdate())
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+    def training_callbacks(self) -> list[keras.callbacks.Callback]:
+        """:class:`DistanceThresholdUpdate`: pass it to ``fit`` (``zoo.training`` does) so d_t rolls over."""
+        return [DistanceThresholdUpdate()]
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
@@ -486,7 +484,7 @@ class THSG(MetricModel):
 
 
 class DistanceThresholdUpdate(keras.callbacks.Callback):
-    """Rolls THSG's d_t over at each epoch end (eq. 11). :meth:`THSG.fit` adds it by itself."""
+    """Rolls THSG's d_t over at each epoch end (eq. 11); :meth:`THSG.training_callbacks` returns it."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.model.end_epoch()

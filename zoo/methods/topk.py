@@ -23,8 +23,7 @@ Choices where the paper is silent or ambiguous:
   batch size and of the number of replicas). Under Adam, the paper's optimizer, dividing the loss
   by the batch size leaves the updates unchanged up to Adam's epsilon.
 - Gradients flow through ŝ of the selected P and N only; the selection (a ranking) is constant.
-- Batches (Sec. 4.4, "64 images from randomly sampled classes ... 11 images" per large class): see
-  :meth:`TopKPrecisionModel.make_train_dataset`.
+- Batches (Sec. 4.4): :class:`TopKBatchSampler`; the last class drawn is cut to fill the batch.
 
 Do not follow the PyTorch port that circulates (``topk_pre.py``): it shrinks k to n+ in case 1,
 ranks by negative Euclidean distance and assumes the query ranks first in its own row.
@@ -32,13 +31,16 @@ ranks by negative Euclidean distance and assumes the query ranks first in its ow
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops
+from zoo.data import ImageSet, PKSampler, train_pipeline
 from zoo.methods import register_method
 from zoo.methods.metric_model import MetricModel
 
@@ -163,6 +165,54 @@ class TopKPrecisionLoss(losses_lib.MetricLoss):
         return {**super().get_config(), "k": self.k, "gamma": self.gamma}
 
 
+class TopKBatchSampler(PKSampler):
+    """Sec. 4.4 batches: ``batch_size`` images (64) from randomly sampled classes.
+
+    "For large classes, we randomly sample 11 images for the batch, so n+ = 10 (excluding 1 for
+    query). For small classes with less than 11 images, we sample them all." Classes are drawn
+    in random order without replacement, each giving ``min(images_per_class, its size)`` images
+    without replacement, until the batch is full; the last class drawn is cut to fit (with 64 and
+    11: five classes of 11 and 9 images of a sixth when the classes are large).
+
+    Args:
+        labels: class label of every image.
+        classes_per_batch: only range-checked as in :class:`PKSampler`: Sec. 4.4 fixes the batch
+            size, and the number of classes of a batch follows from it and the class sizes.
+        images_per_class: the most images of one class in a batch (paper: 11), at least 2.
+        seed: seed of the numpy generator.
+        batch_size: images per batch (paper: 64).
+
+    Raises:
+        ValueError: an argument out of range, or a batch size the classes cannot fill.
+    """
+
+    def __init__(
+        self, labels: np.ndarray, classes_per_batch: int, images_per_class: int, seed: int = 0, *, batch_size: int = 64
+    ):
+        super().__init__(labels, classes_per_batch, images_per_class, seed)
+        capacity = sum(min(len(members), images_per_class) for members in self.members)
+        if not 2 <= batch_size <= capacity:
+            raise ValueError(
+                f"batch_size must be between 2 and {capacity} (the images of all classes at "
+                f"{images_per_class} per class), got {batch_size}"
+            )
+        self._batch_size = batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def sample_batch(self, rng: np.random.Generator) -> np.ndarray:
+        chosen, count = [], 0
+        for class_index in rng.permutation(len(self.classes)):
+            members = self.members[class_index]
+            chosen.append(rng.choice(members, min(len(members), self.images_per_class), replace=False))
+            count += len(chosen[-1])
+            if count >= self._batch_size:
+                break
+        return np.concatenate(chosen)[: self._batch_size].astype(np.int64)
+
+
 @register_method("topk")
 class TopKPrecisionModel(MetricModel):
     """Embedding net trained by l_k (Algorithm 1): MetricModel's step with :class:`TopKPrecisionLoss`.
@@ -174,7 +224,7 @@ class TopKPrecisionModel(MetricModel):
         embedding_net: images -> L2-normalised embeddings.
         k: the k of Prec@k (paper: 5, Sec. 4.4).
         gamma: the margin γ of eq. (4) (paper: 0.1, Sec. 4.4).
-        batch_size: images per training batch (paper: 64, Sec. 4.4).
+        batch_size: images per training batch of :class:`TopKBatchSampler` (paper: 64, Sec. 4.4).
         seed: base seed of the model's stateless random choices (l_k makes none).
     """
 
@@ -194,19 +244,11 @@ class TopKPrecisionModel(MetricModel):
         self.batch_size = batch_size
 
     def make_train_dataset(
-        self, image_set: Any, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+        self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
     ) -> tf.data.Dataset:
-        """Sec. 4.4 batches: ``batch_size`` images from randomly sampled classes, at most K per class.
-
-        The P x K batches of :func:`zoo.data.train_pipeline` (P classes without replacement, K =
-        ``images_per_class`` images each, the paper's 11) cut to their first ``batch_size`` images:
-        with P = 6, K = 11 that is 5 classes of 11 images and 9 of a sixth, the paper's batch of 64.
-        When P x K < ``batch_size`` the batch stays P x K. Deviation: a class with fewer than K
-        images is drawn with replacement (PKSampler) where the paper takes its images once each.
-        """
-        dataset = super().make_train_dataset(image_set, image_size, classes_per_batch, images_per_class, seed)
-        size = self.batch_size
-        return dataset.map(lambda images, labels: (images[:size], labels[:size]))
+        """Sec. 4.4 batches of ``batch_size`` images, at most ``images_per_class`` (11) per class."""
+        sampler = functools.partial(TopKBatchSampler, batch_size=self.batch_size)
+        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed, sampler_cls=sampler)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -1,0 +1,122 @@
+"""Retrieval evaluation during ``fit``: embed an evaluation set, run :func:`zoo.metrics.evaluate`.
+
+    callbacks = [
+        RetrievalEvaluation(eval_data, every_n_epochs=5, log_dir="runs/x/logs"),  # first
+        keras.callbacks.EarlyStopping(monitor="val_recall@1", mode="max", patience=3),
+        keras.callbacks.ModelCheckpoint("best.keras", monitor="val_map@r", mode="max", save_best_only=True),
+    ]
+
+The callback writes its metrics into the epoch's ``logs`` in place, so it must come BEFORE the
+callbacks that monitor them (Keras passes one ``logs`` dict to the callbacks in list order). Give
+those callbacks ``mode="max"``: Keras' "auto" mode would minimise ``val_recall@1``. On epochs
+without an evaluation the metrics are absent from ``logs`` and EarlyStopping only warns.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo.metrics import evaluate
+
+
+@tf.function(reduce_retracing=True)
+def _embed_batch(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    return model(images, training=False)
+
+
+def embed_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels of a dataset of ``(images, labels)`` batches, in dataset order.
+
+    One pass over ``dataset`` (so a shuffled or augmented dataset keeps images and labels
+    paired), calling ``model(images, training=False)`` in a ``tf.function`` traced once per model.
+
+    Returns:
+        ``(embeddings, labels)``: float32 (N, D) and int64 (N,) arrays.
+    """
+    embeddings, labels = [], []
+    for images, batch_labels in dataset:
+        embeddings.append(_embed_batch(model, images).numpy())
+        labels.append(np.reshape(batch_labels, [-1]))
+    if not embeddings:
+        raise ValueError("the evaluation dataset is empty")
+    return np.concatenate(embeddings).astype(np.float32), np.concatenate(labels).astype(np.int64)
+
+
+class RetrievalEvaluation(keras.callbacks.Callback):
+    """Retrieval and clustering metrics of the model every N epochs and at the last epoch.
+
+    Metrics go into ``logs`` as ``f"{prefix}{name}"`` (``val_recall@1``, ``val_map@r``, ...), into
+    ``self.history`` as ``{"epoch": epoch, "metrics": {...}}`` (0-based epochs, as Keras' ``History``),
+    and, with ``log_dir``, to TensorBoard scalars in ``log_dir/retrieval`` at step = epoch.
+    Place it before the callbacks that monitor its metrics (module docstring).
+
+    Args:
+        dataset: ``(images, labels)`` batches of the query set.
+        every_n_epochs: evaluate after epochs N, 2N, ... (1-based) and after the last epoch of ``fit``.
+        prefix: prefix of the metric names in ``logs`` and TensorBoard.
+        log_dir: TensorBoard log directory, or None.
+        reference_dataset: ``(images, labels)`` batches of a gallery to retrieve from (e.g. In-Shop);
+            None retrieves among the queries.
+        **evaluate_kwargs: passed to :func:`zoo.metrics.evaluate` (``metrics``, ``recall_ks``, ...).
+    """
+
+    def __init__(
+        self,
+        dataset: tf.data.Dataset,
+        every_n_epochs: int = 1,
+        prefix: str = "val_",
+        log_dir: str | None = None,
+        reference_dataset: tf.data.Dataset | None = None,
+        **evaluate_kwargs: Any,
+    ):
+        super().__init__()
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.dataset = dataset
+        self.every_n_epochs = int(every_n_epochs)
+        self.prefix = prefix
+        self.log_dir = log_dir
+        self.reference_dataset = reference_dataset
+        self.evaluate_kwargs = evaluate_kwargs
+        self.history: list[dict[str, Any]] = []
+        self._writer = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        last_epoch = epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every_n_epochs and not last_epoch:
+            return
+        results = self.evaluate_model()
+        named = {f"{self.prefix}{name}": value for name, value in results.items()}
+        if logs is not None:
+            logs.update(named)
+        self.history.append({"epoch": epoch, "metrics": results})
+        if self.log_dir is not None:
+            self._write_scalars(named, epoch)
+
+    def evaluate_model(self) -> dict[str, float]:
+        """Embed the dataset(s) with the current weights and return :func:`zoo.metrics.evaluate`."""
+        embeddings, labels = embed_dataset(self.model, self.dataset)
+        kwargs = dict(self.evaluate_kwargs)
+        if self.reference_dataset is not None:
+            kwargs["reference_embeddings"], kwargs["reference_labels"] = embed_dataset(
+                self.model, self.reference_dataset
+            )
+        return evaluate(embeddings, labels, **kwargs)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write_scalars(self, scalars: dict[str, float], step: int) -> None:
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "retrieval"))
+        with self._writer.as_default():
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value, step=step)
+        self._writer.flush()
