@@ -87,10 +87,16 @@ def test_exact_ties_follow_documented_order():
     assert results == {"recall@1": 0.0, "recall@2": 1.0, "map": 0.5}
 
 
-def test_many_exact_ties_over_several_blocks():
-    # All vectors one-hot: similarities are exactly 0 or 1; 2,500 items span three blocks.
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 64 rows, so that small sets exercise the multi-block scan and its transposes."""
+    monkeypatch.setattr(metrics, "BLOCK_SIZE", 64)
+
+
+def test_many_exact_ties_over_several_blocks(small_blocks):
+    # All vectors one-hot: similarities are exactly 0 or 1; 300 items span five blocks.
     rng = np.random.default_rng(0)
-    n, k = 2500, 12
+    n, k = 300, 12
     x = np.eye(8, dtype=np.float32)[rng.integers(0, 8, n)]
     labels = rng.integers(0, 40, n)
     sims = x @ x.T
@@ -137,10 +143,10 @@ def unit_rows(rng, n, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_random_data_matches_slow_references():
+def test_random_data_matches_slow_references(small_blocks):
     rng = np.random.default_rng(1)
-    x = unit_rows(rng, 400, 8)
-    labels = rng.integers(0, 60, 400)  # some singleton classes
+    x = unit_rows(rng, 250, 8)
+    labels = rng.integers(0, 40, 250)  # some singleton classes
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     results = metrics.evaluate(x, labels, recall_ks=(1, 4), precision_ks=(1, 4), metrics=metrics.RANK_METRICS + ("recall", "precision"))
@@ -148,7 +154,7 @@ def test_random_data_matches_slow_references():
     expected["map"] = slow_map(sims, labels)
     assert results == pytest.approx(expected, abs=1e-9)
 
-    gallery, gallery_labels = unit_rows(rng, 300, 8), rng.integers(0, 60, 300)
+    gallery, gallery_labels = unit_rows(rng, 150, 8), rng.integers(0, 40, 150)
     results = metrics.evaluate(
         x, labels, reference_embeddings=gallery, reference_labels=gallery_labels,
         recall_ks=(1, 4), precision_ks=(1, 4), metrics=metrics.RANK_METRICS + ("recall", "precision"),
@@ -160,7 +166,7 @@ def test_random_data_matches_slow_references():
 
 def test_knn_equals_brute_force_and_faiss_flat_index():
     rng = np.random.default_rng(2)
-    x = unit_rows(rng, 2300, 32)  # three blocks of rows, upper-triangle scan with transposes
+    x = unit_rows(rng, 2300, 32)  # two blocks of the default size: upper-triangle scan with a transpose
     labels = rng.integers(0, 500, 2300)
     ranking = metrics.compute_ranking(x, labels, k=9)
     sims, ids = metrics.brute_force_knn(x, x, 9, exclude_self=True)
@@ -244,4 +250,10 @@ def test_reference_checks():
 @pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="checks the error raised without a GPU")
 def test_use_gpu_without_gpu_is_a_clear_error():
     with pytest.raises(RuntimeError, match="faiss-gpu"):
-        metrics.evaluate(on_circle(ANGLES), LABELS, use_gpu=True)
+        metrics.evaluate(on_circle(ANGLES), LABELS, metrics=("map",), use_gpu=True)
+
+
+def test_count_per_row_uses_byte_lanes_without_overflow():
+    mask = np.ones((3, 2040), bool)  # 255 ones per byte lane: the most a BLOCK_SIZE row may hold
+    mask[1, ::3] = False
+    np.testing.assert_array_equal(metrics._count_per_row(mask), mask.sum(axis=1))

@@ -8,10 +8,13 @@ import pytest
 import tensorflow as tf
 
 from zoo import losses
-from zoo.data import load_dataset
+from zoo.callbacks import embed_dataset
+from zoo.data import eval_pipeline, load_dataset
 from zoo.methods import METHODS, build_model
 from zoo.methods.metric_model import MetricModel
+from zoo.metrics import evaluate
 from zoo.methods.topk import (
+    PRESETS,
     TopKBatchSampler,
     TopKPrecisionLoss,
     TopKPrecisionModel,
@@ -88,12 +91,14 @@ def test_figure_3_case_2_gives_0_37():
 def test_the_margin_is_applied_before_ranking():
     # Eq. (4): ŝ = s + γ(1 - y). With the figure's ŝ given as raw s and γ = 0, the same loss comes out;
     # with γ = 0.1 on top, every negative moves up by 0.1 and the selection changes.
-    assert _loss(FIGURE_SCORES_HAT.astype("float32"), FIGURE_2_POSITIVE, k=6, gamma=0.0) == pytest.approx(0.30, abs=1e-6)
+    as_raw_scores = FIGURE_SCORES_HAT.astype("float32")
+    assert _loss(as_raw_scores, FIGURE_2_POSITIVE, k=6, gamma=0.0) == pytest.approx(0.30, abs=1e-6)
     np.testing.assert_allclose(
         large_margin_scores(_figure_scores(FIGURE_2_POSITIVE), FIGURE_2_POSITIVE, GAMMA), FIGURE_SCORES_HAT, atol=1e-7
     )
-    # ŝ with γ added twice: negatives 0.9, 0.8, 0.75, 0.7 outrank the positive 0.9 (ties: lower index first).
-    shifted = _loss(FIGURE_SCORES_HAT.astype("float32"), FIGURE_2_POSITIVE, k=6)
+    # γ added on top of the figure's ŝ: the negatives become 0.9, 0.8, 0.75, 0.7, 0.63, 0.6 (the positive 0.9
+    # keeps its place: ties rank the earlier candidate first); N = the 3rd and 4th negatives of K.
+    shifted = _loss(as_raw_scores, FIGURE_2_POSITIVE, k=6)
     assert shifted == pytest.approx((0.75 + 0.7) - (0.55 + 0.4), abs=1e-6)
 
 
@@ -213,29 +218,18 @@ def test_gradient_on_figure_2_is_plus_one_on_n_minus_one_on_p():
     np.testing.assert_array_equal(tape.gradient(loss, scores).numpy(), [0, 0, 0, 0, 1, 1, -1, 0, 0, -1])
 
 
-def _dense_net(size: int) -> keras.Model:
-    """A small embedding net without BatchNorm (whose batch statistics differ per replica)."""
-    images = keras.Input((size, size, 3))
-    embeddings = keras.layers.Dense(6)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(images)))
-    return keras.Model(images, keras.layers.UnitNormalization()(embeddings))
-
-
 # ---- the loss layer ---------------------------------------------------------------------------
-def _embeddings_and_labels(seed: int = 0, classes: int = 4, per_class: int = 6) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(classes * per_class, 8)).astype("float32"), np.repeat(np.arange(classes), per_class).astype("int32")
-
-
 def test_loss_layer_is_the_mean_over_queries_of_cosine_l_k():
-    embeddings, labels = _embeddings_and_labels()
+    rng = np.random.default_rng(0)
+    embeddings, labels = rng.normal(size=(24, 8)).astype("float32"), np.repeat(np.arange(4), 6).astype("int32")
     normalised = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
     scores = normalised @ normalised.T
     expected = []
     for q in range(len(labels)):  # Algorithm 1: each image takes its turn as the query
         others = np.arange(len(labels)) != q
         positive = labels[others] == labels[q]
-        misplaced_p, misplaced_n = reference_sets(scores[q, others] + GAMMA * ~positive, positive, 5)
         scores_hat = scores[q, others] + GAMMA * ~positive
+        misplaced_p, misplaced_n = reference_sets(scores_hat, positive, 5)
         expected.append(sum(scores_hat[i] for i in misplaced_n) - sum(scores_hat[i] for i in misplaced_p))
     loss = TopKPrecisionLoss()
     value = float(loss(embeddings, labels))
@@ -245,6 +239,13 @@ def test_loss_layer_is_the_mean_over_queries_of_cosine_l_k():
     assert float(loss(3.0 * embeddings, labels)) == pytest.approx(value, abs=1e-5)
     half = loss(tf.constant(embeddings, tf.float16), labels)
     assert half.dtype == tf.float32 and float(half) == pytest.approx(value, abs=2e-3)
+
+
+def _dense_net(size: int) -> keras.Model:
+    """A small embedding net that is not the zoo's: any MetricModel takes the loss."""
+    images = keras.Input((size, size, 3))
+    embeddings = keras.layers.Dense(6)(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(images)))
+    return keras.Model(images, keras.layers.UnitNormalization()(embeddings))
 
 
 def test_loss_layer_serialises_and_is_accepted_by_any_metric_model(pk_batch):
@@ -272,6 +273,12 @@ def test_bad_hyperparameters_are_named(arguments, message):
         TopKPrecisionLoss(**arguments)
     with pytest.raises(ValueError, match=message):
         build_model("topk", embedding_dim=8, input_size=32, **arguments)
+
+
+def test_integer_hyperparameters_from_numpy_are_plain_ints():
+    loss = TopKPrecisionLoss(k=np.int64(3))
+    assert loss.k == 3 and type(loss.k) is int  # JSON-serialisable config
+    assert json.loads(json.dumps(loss.get_config()))["k"] == 3
 
 
 def test_bad_batch_size_is_named():
@@ -326,7 +333,8 @@ def test_keras_round_trip_keeps_embeddings_and_config(tmp_path, pk_batch):
     assert isinstance(loaded, TopKPrecisionModel)
     np.testing.assert_allclose(loaded.predict(pk_batch[0], verbose=0), model.predict(pk_batch[0], verbose=0), atol=1e-6)
     expected, actual = model.get_config(), loaded.get_config()
-    assert {key: actual[key] for key in ("k", "gamma", "batch_size", "seed")} == {"k": 3, "gamma": 0.2, "batch_size": 16, "seed": 7}
+    hyperparameters = {key: actual[key] for key in ("k", "gamma", "batch_size", "seed")}
+    assert hyperparameters == {"k": 3, "gamma": 0.2, "batch_size": 16, "seed": 7}
     as_json = lambda config: json.loads(json.dumps(config))  # tuples and lists alike
     assert as_json(actual["embedding_net"]) == as_json(expected["embedding_net"])
 
@@ -372,3 +380,43 @@ def test_train_dataset_gives_the_sampler_batches():
         assert images.shape == (64, 16, 16, 3) and labels.shape == (64,)
         counts = np.bincount(labels.numpy())
         assert sorted(counts[counts > 0].tolist()) == [9, 11, 11, 11, 11, 11]
+
+
+def test_presets_follow_section_4_4():
+    presets = {preset["name"]: preset for preset in PRESETS}
+    assert set(presets) == {"topk_digits", "topk_cub200", "topk_cars196", "topk_sop"}
+    for name in ("topk_cub200", "topk_cars196", "topk_sop"):
+        preset = presets[name]
+        assert preset["hyperparameters"] == {"k": 5, "gamma": 0.1, "batch_size": 64}
+        assert preset["training"]["images_per_class"] == 11 and preset["input_size"] == 227
+        assert preset["embedding_dim"] == (512 if name == "topk_sop" else 64)
+    iterations = {name: presets[name]["training"]["epochs"] * presets[name]["training"]["steps_per_epoch"]
+                  for name in ("topk_cub200", "topk_cars196")}
+    assert iterations == {"topk_cub200": 5000, "topk_cars196": 8000}  # Fig. 4a-b
+
+
+# ---- learning ---------------------------------------------------------------------------------
+def test_short_digits_training_raises_precision_at_5_and_map_at_r_on_unseen_digits():
+    # The preset topk_digits (frozen BatchNorm, Adam 5e-5, batches of 5 digits x 11, 60 steps).
+    # Measured for seeds 0-3: P@5 +0.019, +0.011, +0.018, +0.007; MAP@R +0.034, +0.018, +0.054, +0.037.
+    preset = next(preset for preset in PRESETS if preset["name"] == "topk_digits")
+    training = preset["training"]
+    keras.utils.set_random_seed(0)
+    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
+    model = build_model("topk", backbone=preset["backbone"], embedding_dim=preset["embedding_dim"],
+                        input_size=preset["input_size"], backbone_weights=preset["backbone_weights"],
+                        freeze_batchnorm=preset["freeze_batchnorm"], **preset["hyperparameters"])
+    model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]))
+
+    def measure() -> dict[str, float]:
+        embeddings, labels = embed_dataset(model, eval_pipeline(test_set, preset["input_size"], batch_size=256))
+        return evaluate(embeddings, labels, metrics=("precision", "map@r"))
+
+    before = measure()
+    dataset = model.make_train_dataset(
+        train_set, preset["input_size"], training["classes_per_batch"], training["images_per_class"], seed=0
+    )
+    model.fit(dataset, steps_per_epoch=training["epochs"] * training["steps_per_epoch"], epochs=1, verbose=0)
+    after = measure()
+    assert after["precision@5"] > before["precision@5"] + 0.005, (before, after)
+    assert after["map@r"] > before["map@r"] + 0.01, (before, after)

@@ -194,11 +194,7 @@ def lifted_structured_loss(
     """
     distances = tf.cast(distances, tf.float32)
     negative_terms = tf.reduce_logsumexp(tf.where(negative_mask, margin - distances, _NO_TERM), axis=1)
-    n = tf.shape(distances)[0]
-    both_ends = tf.stack(
-        [tf.broadcast_to(negative_terms[:, None], [n, n]), tf.broadcast_to(negative_terms[None, :], [n, n])]
-    )
-    j = tf.reduce_logsumexp(both_ends, axis=0) + distances
+    j = tf.experimental.numpy.logaddexp(negative_terms[:, None], negative_terms[None, :]) + distances
     return 0.5 * _mean_or_zero(tf.boolean_mask(tf.square(tf.nn.relu(j)), positive_mask))
 
 
@@ -223,7 +219,9 @@ class LiftedStructuredLoss(MetricLoss):
 
 
 # ---- N-pair (Sohn 2016) and angular (Wang et al. 2017) losses ---------------------------------
-def anchor_positive_pairs(labels: tf.Tensor, anchor_mask: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def anchor_positive_pairs(
+    labels: tf.Tensor, anchor_mask: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """The (anchor, positive) pairs of an N-pair batch, and which samples are anchors.
 
     Anchors are the ``anchor_mask`` samples or, without a mask, the first sample of each class;

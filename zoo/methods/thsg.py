@@ -23,7 +23,10 @@ Choices where the paper is silent or ambiguous:
 - τr (eq. 19) uses the previous step's L_G2 (τr and L_G2 depend on each other); the eq. 5 weight uses this
   step's L_G2, computed in the G2 update just before. Both are detached. Before the first G2 update L_G2 is
   +inf, so the first τr is 0.
-- The "0" (generated) class of DG2 in eq. 23 is index C here, as our labels are 0..C-1.
+- The "0" (generated) class of DG2 in eq. 23 is index C here, as our labels are 0..C-1; the ½ and 1/(C+1)
+  factors of eq. 16 and 23 are kept as printed.
+- CF learns only in the eq. 5 step, beside F (its own Adam, 1e-3); G1 and G2 use it as a fixed label
+  critic (eq. 13, 21), as they use DG1 and DG2 (eq. 14, 22).
 - Triplets: generation always starts from random triplets (every positive pair with a random negative);
   a ``miner`` other than "random" replaces only L_org by the mined triplets' loss (eq. 25, Sec. 6.5).
 - Generators: Dense(128, ReLU) -> Dense(embedding_dim) -> L2 norm, applied to each embedding ("two fully
@@ -41,6 +44,7 @@ Choices where the paper is silent or ambiguous:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 import keras
@@ -225,7 +229,6 @@ class THSG(MetricModel):
             discriminator_learning_rate=discriminator_learning_rate, generator_learning_rate=generator_learning_rate,
             weight_decay=weight_decay, pretrain_epochs=pretrain_epochs,
         )
-        miner = miners_lib.get(miner, margin=margin) if isinstance(miner, str) else miners_lib.get(miner)
         super().__init__(embedding_net, loss=losses_lib.TripletLoss(miner=miner, margin=margin), seed=seed, **kwargs)
         self.num_classes = int(num_classes)
         self.margin, self.alpha, self.gamma, self.eta = float(margin), float(alpha), float(gamma), float(eta)
@@ -258,11 +261,11 @@ class THSG(MetricModel):
             shape=(), initializer=keras.initializers.Constant(value), dtype=dtype, trainable=False,
             aggregation="only_first_replica", name=name,
         )
-        self.distance_threshold = state("distance_threshold", 0.0)        # d_t, eq. (11)
+        self.distance_threshold = state("distance_threshold", 0.0)                  # d_t, eq. (11)
         self.epoch_distance_sum = state("epoch_distance_sum", 0.0)
         self.epoch_pair_count = state("epoch_pair_count", 0.0)
         self.completed_epochs = state("completed_epochs", 0, "int64")
-        self.generator2_loss = state("generator2_loss", float("inf"))      # latest L_G2, detached
+        self.last_generator2_loss = state("last_generator2_loss", float("inf"))     # latest L_G2, detached
 
         names = ("l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
@@ -347,7 +350,7 @@ class THSG(MetricModel):
         self.epoch_distance_sum.assign_add(tf.reduce_sum(distance))
         self.epoch_pair_count.assign_add(tf.cast(tf.size(distance), tf.float32))
         running_mean = tf.math.divide_no_nan(self.epoch_distance_sum, self.epoch_pair_count)
-        return tf.where(self.completed_epochs > 0, tf.identity(self.distance_threshold), running_mean)
+        return tf.where(self.completed_epochs > 0, self.distance_threshold.value, running_mean)
 
     def end_epoch(self) -> None:
         """Eq. (11): d_t <- mean d(a, p) of the epoch that ends; called by :class:`DistanceThresholdUpdate`."""
@@ -380,13 +383,16 @@ class THSG(MetricModel):
         optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         return loss
 
+    def _conditional_logits(self, pair: list[tf.Tensor], stretched: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
+        """DG1's logits of each embedding concatenated with its stretched version, [x, x*] (eq. 14, 16)."""
+        return [self.discriminator1(tf.concat([x, s], axis=-1)) for x, s in zip(pair, stretched)]
+
     def update_discriminator1(self, real: Triplet, stretched: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         """Eq. (16): DG1 tells [x, x*] (real) from [G1(x*), x*] (generated), x in {a, p}."""
         generated = [tf.stop_gradient(self.generator1(s)) for s in stretched]
-        originals = [real.anchor, real.positive]
-        d1 = lambda x, s: self.discriminator1(tf.concat([x, s], axis=-1))
         return self._update(self.discriminator1_optimizer, self.discriminator1, lambda: discriminator1_loss(
-            [d1(x, s) for x, s in zip(originals, stretched)], [d1(g, s) for g, s in zip(generated, stretched)]
+            self._conditional_logits([real.anchor, real.positive], stretched),
+            self._conditional_logits(generated, stretched),
         ))
 
     def update_generator1(self, stretched: tuple[tf.Tensor, tf.Tensor], labels: Triplet) -> tf.Tensor:
@@ -396,10 +402,9 @@ class THSG(MetricModel):
         def loss_fn():
             generated = [self.generator1(s) for s in stretched]
             class_loss = softmax_loss([self.classifier(g) for g in generated], pair_labels)           # eq. (13)
-            adversarial = softmax_loss(
-                [self.discriminator1(tf.concat([g, s], axis=-1)) for g, s in zip(generated, stretched)],
-                [tf.ones_like(pair_labels[0]), tf.ones_like(pair_labels[1])],
-            )                                                                                          # eq. (14)
+            adversarial = softmax_loss(                                                               # eq. (14)
+                self._conditional_logits(generated, stretched), [tf.ones_like(y) for y in pair_labels]
+            )
             rec = reconstruction_loss(stretched, generated)                                           # eq. (15)
             return generator1_loss(class_loss, adversarial, rec, self.eta)
 
@@ -415,7 +420,7 @@ class THSG(MetricModel):
 
     def update_generator2(self, hidden: Triplet, labels: Triplet) -> tuple[tf.Tensor, tf.Tensor]:
         """Eq. (17)-(22): G2 makes n̂ close to â (ART loss with τr of eq. 19); returns (L_G2, τr)."""
-        tau_r = adaptive_reverse_margin(self.generator2_loss, self.nu, self.beta)                   # eq. (19)
+        tau_r = adaptive_reverse_margin(self.last_generator2_loss, self.nu, self.beta)              # eq. (19)
 
         def loss_fn():
             generated = self.generated_triplet(hidden)
@@ -426,7 +431,7 @@ class THSG(MetricModel):
             return generator2_loss(art, rec, class_loss, adversarial, self.eta, self.mu)
 
         loss = self._update(self.generator2_optimizer, self.generator2, loss_fn)
-        self.generator2_loss.assign(loss)
+        self.last_generator2_loss.assign(loss)
         return loss, tau_r
 
     def embedding_losses(
@@ -447,7 +452,7 @@ class THSG(MetricModel):
             [*labels, *labels[:2], *labels],
         )
         hard_loss = losses_lib.triplet_loss(*generated, margin=self.margin)           # eq. (7)
-        weight = tf.where(pretraining, 1.0, original_sample_weight(self.generator2_loss, self.beta))
+        weight = tf.where(pretraining, 1.0, original_sample_weight(self.last_generator2_loss, self.beta))
         loss = embedding_loss(original_loss, class_loss, hard_loss, weight, self.phi)
         return loss, {"l_org": original_loss, "l_class": class_loss, "l_hard": hard_loss, "w_org": weight}
 
@@ -492,7 +497,7 @@ class DistanceThresholdUpdate(keras.callbacks.Callback):
 
 def _check_hyperparameters(**values: float) -> None:
     """Clear ``ValueError`` for hyperparameters outside the ranges where THSG's losses make sense."""
-    if int(values["num_classes"]) != values["num_classes"] or values["num_classes"] < 2:
+    if not isinstance(values["num_classes"], numbers.Integral) or values["num_classes"] < 2:
         raise ValueError(f"num_classes must be an integer >= 2 (training classes), got {values['num_classes']}")
     positive = ("margin", "beta", "hidden_units", "classifier_learning_rate", "discriminator_learning_rate",
                 "generator_learning_rate")
@@ -509,4 +514,70 @@ def _check_hyperparameters(**values: float) -> None:
         raise ValueError(f"eq. (17) needs 1 - 2 eta - mu >= 0, got eta={eta}, mu={mu}")
 
 
-PRESETS: list[dict[str, Any]] = []
+# ---- registry presets --------------------------------------------------------------------------------
+_PAPER = "THSG: two-stage hard sample generation for deep metric learning (papers/000)"
+# Table 2 (α, γ, η, β, μ, φ); τ = ν = 0.2 (Sec. 6.2) are the constructor's defaults.
+_TABLE2 = {
+    dataset: {"alpha": 0.2, "gamma": 0.8, "eta": 0.3, "beta": 0.5, "mu": 0.3, "phi": phi}
+    for dataset, phi in (("cub200", 0.5), ("cars196", 0.25), ("sop", 0.2))
+}
+_EPOCHS = {"cub200": 150, "cars196": 150, "sop": 100}  # Sec. 6.2
+
+
+def _paper_training(dataset: str) -> dict[str, Any]:
+    """Sec. 6.2: batch 128 (our split: 32 classes x 4 images), Adam 1e-5 for F, weight decay 4e-4."""
+    return {"epochs": _EPOCHS[dataset], "classes_per_batch": 32, "images_per_class": 4, "learning_rate": 1e-5,
+            "weight_decay": 4e-4, "eval_every": 5}
+
+
+PRESETS: list[dict[str, Any]] = [
+    {
+        "name": "thsg_digits",
+        "method": "thsg",
+        "paper": _PAPER,
+        "backbone": "tiny_cnn",
+        "backbone_weights": None,
+        "freeze_batchnorm": True,  # tiny_cnn's BatchNorm statistics lag behind in short runs
+        "dataset": "digits",
+        "embedding_dim": 64,
+        "input_size": 32,
+        "hyperparameters": {},  # the paper's defaults (Table 2, CUB-200 row)
+        "training": {"epochs": 12, "classes_per_batch": 5, "images_per_class": 8, "learning_rate": 5e-4,
+                     "eval_every": 4},
+        "command": "python training_scripts/thsg.py --dataset digits --publish thsg_digits",
+    },
+    *(  # Sec. 6.2: GoogLeNet, 512-d, 227 px (InceptionV3 here)
+        {
+            "name": f"thsg_{dataset}",
+            "method": "thsg",
+            "paper": _PAPER,
+            "backbone": "inception_v3",
+            "backbone_weights": "imagenet",
+            "dataset": dataset,
+            "embedding_dim": 512,
+            "input_size": 227,
+            "hyperparameters": _TABLE2[dataset],
+            "training": _paper_training(dataset),
+            "command": f"python training_scripts/thsg.py --dataset {dataset} --data-dir DATA",
+        }
+        for dataset in _TABLE2
+    ),
+    *(  # Sec. 6.5 (Tables 6-8): ResNet50 with frozen BatchNorm, 128-d, 224 px; --miner for THSG(Semi/Soft/D)
+        {
+            "name": f"thsg_{dataset}_resnet50",
+            "method": "thsg",
+            "paper": _PAPER + ", Sec. 6.5 protocol",
+            "backbone": "resnet50",
+            "backbone_weights": "imagenet",
+            "freeze_batchnorm": True,
+            "dataset": dataset,
+            "embedding_dim": 128,
+            "input_size": 224,
+            "hyperparameters": _TABLE2[dataset],
+            "training": _paper_training(dataset),
+            "command": f"python training_scripts/thsg.py --preset thsg_{dataset}_resnet50 --dataset {dataset} "
+                       "--data-dir DATA",
+        }
+        for dataset in _TABLE2
+    ),
+]

@@ -1,0 +1,29 @@
+"""Train HTG, adversarial hard triplet generation (Zhao et al., ECCV 2018; papers/004).
+
+    python training_scripts/htg.py --dataset digits                         # quick CPU check (htg_digits)
+    python training_scripts/htg.py --dataset digits --publish htg_digits
+    python training_scripts/htg.py --dataset cub200 --data-dir DATA         # InceptionV3, 512-d, 227 px
+    python training_scripts/htg.py --dataset cars196 --data-dir DATA --miner semi-hard
+
+``--miner`` picks the triplets that the generator G turns into hard ones (random by default). F's loss
+is the triplet loss on G's triplets, so --loss does not apply.
+"""
+
+import argparse
+
+from zoo.cli import metrics_table
+from zoo.training import add_train_arguments, config_from_args, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser, method="htg")
+    args = parser.parse_args()
+    if args.loss is not None:
+        parser.error("HTG trains F with the triplet loss on G's hard triplets: choose its triplets with --miner")
+    result = train(config_from_args(args, method="htg"))
+    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
+
+
+if __name__ == "__main__":
+    main()
