@@ -1,19 +1,18 @@
 """The training loop and the CLI end to end on digits: metrics table, learning, checkpoints, resume."""
 
-import csv
 import json
 
 import keras
 import pytest
 
 from zoo import cli
+from zoo.callbacks import read_epoch_log
 from zoo.methods.metric_model import MetricModel
 from zoo.training import TrainConfig, train
 
 
 def _history_epochs(run_dir) -> list[int]:
-    with open(run_dir / "history.csv") as stream:
-        return [int(row["epoch"]) for row in csv.DictReader(stream)]
+    return [int(row["epoch"]) for row in read_epoch_log(run_dir / "history.jsonl")]
 
 
 def test_cli_train_prints_untrained_and_trained_metrics(tmp_path, capsys):
@@ -34,8 +33,8 @@ def test_training_on_digits_improves_map_at_r_and_nmi_on_unseen_digits(tmp_path)
     before, after = result["metrics_untrained"], result["metrics"]
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)
     assert after["nmi"] > before["nmi"], (before, after)
-    history = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
-    assert float(history[-1]["loss"]) < float(history[0]["loss"])
+    history = read_epoch_log(tmp_path / "run" / "history.jsonl")
+    assert history[-1]["loss"] < history[0]["loss"]
     assert "val_map@r" in history[-1]  # RetrievalEvaluation put its metrics in the epoch logs
 
 

@@ -14,6 +14,7 @@ without an evaluation the metrics are absent from ``logs`` and EarlyStopping onl
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -120,3 +121,27 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value, step=step)
         self._writer.flush()
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Appends each epoch's logs as one JSON line ``{"epoch": e, "loss": ..., "val_map@r": ...}``.
+
+    Unlike ``keras.callbacks.CSVLogger``, whose columns are fixed by the first epoch, every line
+    keeps all of its epoch's values, so metrics that appear only on evaluation epochs are kept.
+    The file is appended to, so a resumed run continues the same history.
+    """
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = {name: float(value) for name, value in (logs or {}).items()}
+        with open(self.path, "a") as stream:
+            stream.write(json.dumps({"epoch": epoch, **values}) + "\n")
+
+
+def read_epoch_log(path: str) -> list[dict[str, float]]:
+    """The epochs written by :class:`EpochLog`, in order."""
+    with open(path) as stream:
+        return [json.loads(line) for line in stream if line.strip()]

@@ -41,6 +41,7 @@ def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = 
     ``tf.errors.InvalidArgumentError`` at run time when the global batch (all replicas' labels,
     gathered) holds a single class or, when ``need_positives``, no two images of the same class.
     """
+    images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
     if images.shape.rank != 4:
         raise ValueError(
             f"images must be a rank-4 batch (batch, height, width, channels), got shape {images.shape}"

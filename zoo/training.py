@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from zoo import registry
-from zoo.callbacks import RetrievalEvaluation, embed_dataset
+from zoo.callbacks import EpochLog, RetrievalEvaluation, embed_dataset
 from zoo.data import ImageSet, eval_pipeline, load_dataset
 from zoo.methods import build_model
 from zoo.metrics import evaluate
@@ -146,13 +146,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), **reference),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=config.resume),
+        EpochLog(str(run_dir / "history.jsonl")),
     ]
     if not config.resume and (run_dir / "backup").exists():
         raise FileExistsError(
             f"{run_dir} already holds a training backup: pass resume=True (--resume) to continue it, "
             "or choose another run_dir"
         )
+    if not config.resume:
+        (run_dir / "history.jsonl").unlink(missing_ok=True)
     model.fit(
         train_data,
         epochs=config.epochs,

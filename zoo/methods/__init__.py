@@ -18,7 +18,7 @@ from zoo.methods.metric_model import MetricModel
 METHODS: dict[str, type[keras.Model]] = {"triplet": MetricModel}
 
 # One module per method; each defines its model class (registered below) and its PRESETS.
-METHOD_MODULES = ("triplet",)
+METHOD_MODULES = ("triplet", "thsg", "topk", "profs", "amdaml", "htg")
 
 
 def register_method(name: str):

@@ -103,7 +103,8 @@ class MetricModel(keras.Model):
             global_embeddings, global_labels = ops.gather_global_batch(embeddings, labels)
             loss = self.compute_metric_loss(global_embeddings, global_labels)
             loss += self.regularization_loss()
-            scaled_loss = loss / ops.num_replicas()
+            # Per-replica share of the global loss; scale_loss applies a LossScaleOptimizer's scale.
+            scaled_loss = self.optimizer.scale_loss(loss / ops.num_replicas())
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         self.loss_tracker.update_state(loss)
@@ -134,5 +135,6 @@ class MetricModel(keras.Model):
     def from_config(cls, config: dict[str, Any]) -> "MetricModel":
         config = dict(config)
         config["embedding_net"] = keras.saving.deserialize_keras_object(config["embedding_net"])
-        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        if isinstance(config.get("loss"), dict):
+            config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         return cls(**config)

@@ -481,11 +481,6 @@ class THSG(MetricModel):
             "plm_squared_distance": self.plm_squared_distance,
         }
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "THSG":
-        config = dict(config)
-        config["embedding_net"] = keras.saving.deserialize_keras_object(config["embedding_net"])
-        return cls(**config)
 
 
 class DistanceThresholdUpdate(keras.callbacks.Callback):

@@ -255,11 +255,6 @@ class TopKPrecisionModel(MetricModel):
         del config["loss"]  # fixed by k and gamma
         return {**config, "k": self.metric_loss.k, "gamma": self.metric_loss.gamma, "batch_size": self.batch_size}
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "TopKPrecisionModel":
-        config = dict(config)
-        config["embedding_net"] = keras.saving.deserialize_keras_object(config["embedding_net"])
-        return cls(**config)
 
 
 _PAPER = "Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization (Lu et al., ICCV 2019)"
