@@ -10,7 +10,7 @@ import pytest
 SCRIPT = Path(__file__).parent / "distributed" / "one_vs_two_replicas.py"
 
 
-@pytest.mark.parametrize("method", ["triplet", "thsg", "topk", "profs", "amdaml", "htg"])
+@pytest.mark.parametrize("method", ["triplet", "thsg", "topk", "amdaml", "htg"])  # PROFS: tests/test_profs.py
 def test_two_replicas_give_the_weights_of_one(method):
     run = subprocess.run([sys.executable, str(SCRIPT), method], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

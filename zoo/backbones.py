@@ -137,6 +137,7 @@ def build_embedding_net(
             if isinstance(layer, layers.BatchNormalization):
                 layer.trainable = False
     pooled = layers.GlobalAveragePooling2D(name="pool")(features)
-    embedding = layers.Dense(embedding_dim, name="embedding")(pooled)
+    # The embedding head runs in float32 under mixed precision: only the backbone computes in float16.
+    embedding = layers.Dense(embedding_dim, name="embedding", dtype="float32")(pooled)
     normalised = layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(embedding)
     return keras.Model(images, normalised, name=name)

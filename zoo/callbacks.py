@@ -54,6 +54,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     Metrics go into ``logs`` as ``f"{prefix}{name}"`` (``val_recall@1``, ``val_map@r``, ...), into
     ``self.history`` as ``{"epoch": epoch, "metrics": {...}}`` (0-based epochs, as Keras' ``History``),
     and, with ``log_dir``, to TensorBoard scalars in ``log_dir/retrieval`` at step = epoch.
+    With ``log_dir`` and ``log_images``, each evaluation also writes there the retrieval grid
+    (:func:`zoo.viz.grid_from_embeddings`) as the TensorBoard image ``f"{prefix}retrieval_grid"``
+    and the embeddings of the query set, with their labels and thumbnails, for the TensorBoard
+    projector (:func:`zoo.viz.write_projector`, replaced at each evaluation); the dataset(s) must
+    then yield images in a fixed order (a second pass fetches the images drawn).
     Place it before the callbacks that monitor its metrics (module docstring).
 
     Args:
@@ -63,6 +68,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         log_dir: TensorBoard log directory, or None.
         reference_dataset: ``(images, labels)`` batches of a gallery to retrieve from (e.g. In-Shop);
             None retrieves among the queries.
+        log_images: with ``log_dir``, also write the retrieval grid and the projector files.
+        grid_queries: rows (queries, drawn with a fixed seed) of the retrieval grid.
+        grid_k: neighbours per query in the retrieval grid.
         **evaluate_kwargs: passed to :func:`zoo.metrics.evaluate` (``metrics``, ``recall_ks``, ...).
     """
 
@@ -73,6 +81,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         prefix: str = "val_",
         log_dir: str | None = None,
         reference_dataset: tf.data.Dataset | None = None,
+        log_images: bool = False,
+        grid_queries: int = 8,
+        grid_k: int = 8,
         **evaluate_kwargs: Any,
     ):
         super().__init__()
@@ -83,6 +94,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.prefix = prefix
         self.log_dir = log_dir
         self.reference_dataset = reference_dataset
+        self.log_images = log_images
+        self.grid_queries = grid_queries
+        self.grid_k = grid_k
         self.evaluate_kwargs = evaluate_kwargs
         self.history: list[dict[str, Any]] = []
         self._writer = None
@@ -91,36 +105,63 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         last_epoch = epoch + 1 == self.params.get("epochs")
         if (epoch + 1) % self.every_n_epochs and not last_epoch:
             return
-        results = self.evaluate_model()
+        embeddings, labels, reference = self._embed()
+        results = evaluate(embeddings, labels, **reference, **self.evaluate_kwargs)
         named = {f"{self.prefix}{name}": value for name, value in results.items()}
         if logs is not None:
             logs.update(named)
         self.history.append({"epoch": epoch, "metrics": results})
         if self.log_dir is not None:
             self._write_scalars(named, epoch)
+            if self.log_images:
+                self._write_images(embeddings, labels, reference, epoch)
 
     def evaluate_model(self) -> dict[str, float]:
         """Embed the dataset(s) with the current weights and return :func:`zoo.metrics.evaluate`."""
-        embeddings, labels = embed_dataset(self.model, self.dataset)
-        kwargs = dict(self.evaluate_kwargs)
+        embeddings, labels, reference = self._embed()
+        return evaluate(embeddings, labels, **reference, **self.evaluate_kwargs)
+
+    def _embed(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Query embeddings and labels, and ``reference_embeddings``/``reference_labels`` (if a gallery)."""
+        reference = {}
         if self.reference_dataset is not None:
-            kwargs["reference_embeddings"], kwargs["reference_labels"] = embed_dataset(
+            reference["reference_embeddings"], reference["reference_labels"] = embed_dataset(
                 self.model, self.reference_dataset
             )
-        return evaluate(embeddings, labels, **kwargs)
+        return (*embed_dataset(self.model, self.dataset), reference)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def _write_scalars(self, scalars: dict[str, float], step: int) -> None:
+    def _summary_writer(self) -> tf.summary.SummaryWriter:
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "retrieval"))
-        with self._writer.as_default():
+        return self._writer
+
+    def _write_scalars(self, scalars: dict[str, float], step: int) -> None:
+        with self._summary_writer().as_default():
             for name, value in scalars.items():
                 tf.summary.scalar(name, value, step=step)
         self._writer.flush()
+
+    def _write_images(
+        self, embeddings: np.ndarray, labels: np.ndarray, reference: dict[str, np.ndarray], step: int
+    ) -> None:
+        from zoo import viz  # imported here: viz embeds with embed_dataset from this module
+
+        grid = viz.grid_from_embeddings(
+            embeddings, labels, self.dataset, self.grid_queries, self.grid_k,
+            reference_dataset=self.reference_dataset, **reference,
+        )
+        with self._summary_writer().as_default():
+            tf.summary.image(f"{self.prefix}retrieval_grid", grid[None], step=step)
+        self._writer.flush()
+        viz.write_projector(
+            os.path.join(self.log_dir, "retrieval"), embeddings, labels, self.dataset,
+            tensor_name=f"{self.prefix}embeddings (epoch {step + 1})",
+        )
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -1,10 +1,13 @@
-"""The ``zoo`` command line: train, evaluate, export and list models.
+"""The ``zoo`` command line: train, evaluate, export, show and list models.
 
     zoo train --method triplet --dataset digits        # the default job, a few minutes on a CPU
     zoo train --method triplet --dataset digits --resume
     zoo evaluate --model triplet_digits --dataset digits
     zoo export --model triplet_digits --out exported/triplet_digits
+    zoo show --model triplet_digits --dataset digits --out grid.png --map map.png
+    zoo card triplet_digits
     zoo list
+    zoo list --markdown
 """
 
 from __future__ import annotations
@@ -42,6 +45,11 @@ def load_model(spec: str) -> keras.Model:
     return zoo.load(spec)
 
 
+def input_size(model: keras.Model) -> int:
+    """Side of the square images a model takes (a method model's ``input_size``, else its input shape)."""
+    return int(getattr(model, "input_size", None) or model.input_shape[1])
+
+
 def _train(args: argparse.Namespace) -> None:
     from zoo.training import config_from_args, train
 
@@ -54,7 +62,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     from zoo.training import TrainConfig, evaluation_sets, measure
 
     model = load_model(args.model)
-    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=int(model.input_shape[1]))
+    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=input_size(model))
     queries, gallery = evaluation_sets(config)
     print(metrics_table({args.model: measure(model, queries, gallery, config)}))
 
@@ -66,14 +74,51 @@ def _export(args: argparse.Namespace) -> None:
     print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> embeddings)")
 
 
-def _list(args: argparse.Namespace) -> None:
+def _show(args: argparse.Namespace) -> None:
+    from zoo import viz
+    from zoo.callbacks import embed_dataset
+    from zoo.data import eval_pipeline
+    from zoo.training import TrainConfig, evaluation_sets
+
+    model = load_model(args.model)
+    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=input_size(model))
+    queries, gallery = evaluation_sets(config)
+    query_data = eval_pipeline(queries, config.input_size, config.eval_batch_size)
+    embeddings, labels = embed_dataset(model, query_data)
+    reference = {}
+    if gallery is not None:
+        reference["reference_dataset"] = eval_pipeline(gallery, config.input_size, config.eval_batch_size)
+        reference["reference_embeddings"], reference["reference_labels"] = embed_dataset(
+            model, reference["reference_dataset"]
+        )
+    grid = viz.grid_from_embeddings(
+        embeddings, labels, query_data, args.n_queries, args.k, class_names=queries.class_names, seed=args.seed,
+        **reference,
+    )
+    print(f"retrieval grid ({args.n_queries} queries x {args.k} neighbours) written to {viz.save_png(grid, args.out)}")
+    if args.map:
+        path = viz.map_from_embeddings(
+            embeddings, labels, args.map, class_names=queries.class_names, title=f"{args.model}, {args.dataset}",
+            seed=args.seed,
+        )
+        print(f"embedding map written to {path}")
+
+
+def _card(args: argparse.Namespace) -> None:
     import zoo
 
+    print(zoo.card(args.name))
+
+
+def _list(args: argparse.Namespace) -> None:
+    import zoo
+    from zoo import cards
+
+    if args.markdown:
+        print(cards.markdown_table(args.pattern))
+        return
     for name in zoo.list_models(args.pattern):
-        entry = zoo.get_entry(name)
-        metrics = entry["metrics"]
-        key = f"MAP@R {metrics['map@r']:.3f}  R@1 {metrics['recall@1']:.3f}" if metrics else "no published weights"
-        print(f"{name:24s} {entry['method']:8s} {entry['backbone']:13s} {entry['dataset']:8s} {key}")
+        print(cards.summary_line(name))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,17 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a model as a TensorFlow SavedModel")
     export.add_argument("--model", required=True, help="registry name or a .keras file")
     export.add_argument("--out", required=True, help="output folder")
+    show = commands.add_parser("show", help="retrieval grid (and embedding map) of a model on a dataset's test split")
+    show.add_argument("--model", required=True, help="registry name or a .keras file")
+    show.add_argument("--dataset", default="digits")
+    show.add_argument("--data-dir")
+    show.add_argument("--out", required=True, help="PNG file of the retrieval grid")
+    show.add_argument("--n-queries", type=int, default=8, help="rows of the grid: queries drawn with --seed")
+    show.add_argument("--k", type=int, default=8, help="nearest neighbours shown per query")
+    show.add_argument("--map", help="PNG file of a 2-D map of the embeddings (t-SNE; needs zoo[viz])")
+    show.add_argument("--seed", type=int, default=0)
+    card = commands.add_parser("card", help="a registry entry as a readable model card")
+    card.add_argument("name", help="registry name, e.g. triplet_digits")
     listing = commands.add_parser("list", help="registry entries, one line each")
     listing.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'thsg_*'")
+    listing.add_argument("--markdown", action="store_true", help="a Markdown table with the measured metrics")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "export": _export, "list": _list}
+    handlers = {"train": _train, "evaluate": _evaluate, "export": _export, "show": _show, "card": _card, "list": _list}
     try:
         handlers[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2

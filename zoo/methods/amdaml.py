@@ -222,7 +222,8 @@ class AMDAML(MetricModel):
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
         self.pretrain_steps = int(pretrain_steps)
         self.generator_learning_rate = float(generator_learning_rate)
-        self.generator = MixupNegativeGenerator(name="generator")
+        # Mixes raw pixels: float32 under mixed precision too, the dtype of the input images.
+        self.generator = MixupNegativeGenerator(name="generator", dtype="float32")
         self.generator_optimizer = keras.optimizers.SGD(self.generator_learning_rate)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
