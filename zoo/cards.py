@@ -16,7 +16,9 @@ from zoo import registry
 from zoo.data import SPLITS
 
 # Columns of the Markdown table: metric key -> header.
-TABLE_COLUMNS = {"recall@1": "R@1", "recall@4": "R@4", "map@r": "MAP@R", "r_precision": "R-Prec", "nmi": "NMI", "f1": "F1"}
+TABLE_COLUMNS = {
+    "recall@1": "R@1", "recall@4": "R@4", "map@r": "MAP@R", "r_precision": "R-Prec", "nmi": "NMI", "f1": "F1"
+}
 
 
 def _evaluation_split(dataset: str) -> str:
@@ -42,13 +44,15 @@ def card(name: str) -> str:
     """
     entry = registry.get_entry(name)
     weights = entry.get("backbone_weights") or "none (trained from scratch)"
+    size = entry["input_size"]
     lines = [
         name,
         "=" * len(name),
         f"method           {entry['method']}: {entry['paper']}",
         f"backbone         {entry['backbone']}, backbone weights: {weights}",
-        f"embedding        {entry['embedding_dim']}-d, input {entry['input_size']}x{entry['input_size']} RGB in [0, 255]",
-        f"dataset          {entry['dataset']}: trained on the {entry.get('num_classes') or '?'} classes of its 'train' split",
+        f"embedding        {entry['embedding_dim']}-d, input {size}x{size} RGB in [0, 255]",
+        f"dataset          {entry['dataset']}: trained on the {entry.get('num_classes') or '?'} classes of its "
+        "'train' split",
         f"evaluated on     {_evaluation_split(entry['dataset'])}",
         f"hyperparameters  {_key_values(entry.get('hyperparameters', {}))}",
         f"training         {_key_values(entry.get('training', {}))}",
@@ -88,5 +92,6 @@ def markdown_table(pattern: str = "*") -> str:
         entry = registry.get_entry(name)
         metrics = entry["metrics"]
         cells = [f"{metrics[key]:.3f}" if key in metrics else "-" for key in TABLE_COLUMNS]
-        lines.append("| " + " | ".join([f"`{name}`", entry["method"], entry["backbone"], entry["dataset"], *cells]) + " |")
+        row = [f"`{name}`", entry["method"], entry["backbone"], entry["dataset"], *cells]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -40,7 +40,7 @@ SAME_CLASS_COLOUR = (0, 160, 0)
 OTHER_CLASS_COLOUR = (220, 0, 0)
 TEXT_COLOUR = (0, 0, 0)
 
-TSNE_MAX_POINTS = 10_000  # embedding maps of more points use PCA (t-SNE is quadratic)
+TSNE_MAX_POINTS = 10_000  # embedding maps of more points use PCA (t-SNE would take many minutes)
 PROJECTOR_MAX_POINTS = 10_000  # points written for the TensorBoard projector (a seeded sample beyond)
 SPRITE_THUMBNAIL = 32  # side of a sprite thumbnail, less when the sprite would exceed SPRITE_MAX_SIDE
 SPRITE_MAX_SIDE = 8192  # TensorBoard's limit on a sprite image's side
@@ -154,8 +154,9 @@ def nearest_neighbors(
     same_set = reference_embeddings is None
     references = _normalise(embeddings if same_set else reference_embeddings)
     reference_labels = np.asarray(labels if same_set else reference_labels, np.int64)
-    if not 1 <= k <= len(references) - same_set:
-        raise ValueError(f"k={k} must be between 1 and the number of references per query ({len(references) - same_set})")
+    num_references = len(references) - same_set
+    if not 1 <= k <= num_references:
+        raise ValueError(f"k={k} must be between 1 and the number of references per query ({num_references})")
     query_indices = np.asarray(query_indices, np.int64)
     ranking = compute_ranking(
         _normalise(np.asarray(embeddings)[query_indices]),
@@ -192,7 +193,7 @@ def images_at(dataset: tf.data.Dataset, indices: np.ndarray, labels: np.ndarray)
     start = 0
     for images, batch_labels in dataset:
         if images.shape.rank != 4 or images.shape[-1] not in (1, 3):
-            raise ValueError(f"drawing needs a dataset of images (B, H, W, 1 or 3), got batches of shape {images.shape}")
+            raise ValueError(f"drawing needs a dataset of images (B, H, W, 1 or 3), got batches of {images.shape}")
         batch_labels = np.reshape(batch_labels, [-1])
         hits = wanted[(wanted >= start) & (wanted < start + len(batch_labels))]
         for index in hits:
@@ -237,6 +238,8 @@ def grid_from_embeddings(
             (In-Shop), given together; None retrieves among the other images of ``dataset``.
         class_names: names of the class ids, shown in the captions; the ids when None.
     """
+    if (reference_embeddings is None) != (reference_dataset is None):
+        raise ValueError("give reference_embeddings, reference_labels and reference_dataset together, or none")
     queries = seeded_sample(len(labels), n_queries, seed)
     neighbors, distances = nearest_neighbors(embeddings, labels, queries, k, reference_embeddings, reference_labels)
     if reference_dataset is None:
