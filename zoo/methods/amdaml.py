@@ -308,7 +308,7 @@ class AMDAML(MetricModel):
         self.loss_tracker.update_state(losses["loss"])
         for name, tracker in self.trackers.items():
             tracker.update_state(losses[name])
-        return {metric.name: metric.result() for metric in self.metrics}
+        return self.step_logs()
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -221,7 +221,7 @@ class HTG(MetricModel):
         self.loss_tracker.update_state(loss)
         for name, value in logs.items():
             self.trackers[name].update_state(value)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return self.step_logs()
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -83,6 +83,27 @@ class MetricModel(keras.Model):
         """Callbacks the method itself needs during ``fit`` (``zoo.training`` adds them)."""
         return []
 
+    def step_logs(self) -> dict[str, tf.Tensor]:
+        """What a train or test step returns: the current value of every tracked metric.
+
+        Under ``MultiWorkerMirroredStrategy`` the values have shape (1,): Keras 3 averages step
+        logs across workers along axis 0, which fails on scalars (keras-team/keras#20585).
+        """
+        multiworker = isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        return {m.name: tf.reshape(m.result(), [1]) if multiworker else m.result() for m in self.metrics}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None) -> None:
+        """Work around keras-team/keras#20585: under ``MultiWorkerMirroredStrategy`` Keras' symbolic
+        build reduces a nested input batch across workers and fails. The model is built at
+        construction and metric models have no compiled losses or metrics, so only the optimizer
+        still needs its variables, created here in the strategy's scope."""
+        if not isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+            return
+        with self.distribute_strategy.scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return [self.loss_tracker]
@@ -108,7 +129,7 @@ class MetricModel(keras.Model):
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        return self.step_logs()
 
     def test_step(self, data):
         images, labels = data[0], data[1]
@@ -116,7 +137,7 @@ class MetricModel(keras.Model):
         embeddings = self(images, training=False)
         global_embeddings, global_labels = ops.gather_global_batch(embeddings, labels)
         self.loss_tracker.update_state(self.compute_metric_loss(global_embeddings, global_labels))
-        return {"loss": self.loss_tracker.result()}
+        return self.step_logs()
 
     def regularization_loss(self) -> tf.Tensor:
         """Sum of the layers' weight-regularisation losses (0 when there are none)."""

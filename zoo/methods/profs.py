@@ -403,7 +403,7 @@ class ProfsModel(MetricModel):
         self.loss_tracker.update_state(loss)
         self.metric_loss_tracker.update_state(metric_loss)
         self.proximal_loss_tracker.update_state(proximal_loss)
-        return {m.name: m.result() for m in self.metrics}
+        return self.step_logs()
 
     def update_representative_cache(
         self, embeddings: tf.Tensor, labels: tf.Tensor, is_representative: tf.Tensor

@@ -331,7 +331,7 @@ class THSG(MetricModel):
         logs = {**terms, "l_g1": l_g1, "l_d1": l_d1, "l_g2": l_g2, "l_d2": l_d2, "tau_r": tau_r, "d_t": threshold}
         for name, value in logs.items():
             self.trackers[name].update_state(value)
-        return {m.name: m.result() for m in self.metrics}
+        return self.step_logs()
 
     def _triplets(self, x: tf.Tensor, y: tf.Tensor, indices: miners_lib.Triplets) -> tuple[Triplet, Triplet]:
         """Embeddings and labels of the mined (anchor, positive, negative) index triplets."""

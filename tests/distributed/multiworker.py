@@ -1,0 +1,29 @@
+"""One process of the multi-worker test: two training steps, the final weights saved to a .npz file.
+
+    python tests/distributed/multiworker.py METHOD OUT.npz            # one device, no strategy
+    TF_CONFIG=... python tests/distributed/multiworker.py METHOD OUT.npz --multiworker
+
+With ``--multiworker`` the process is one worker of a ``MultiWorkerMirroredStrategy`` cluster
+described by ``TF_CONFIG``; every worker takes its share of the same global batch.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from steps import initial_weights, train_two_steps  # noqa: E402
+
+
+def main(method: str, out: str, multiworker: bool) -> None:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if multiworker else tf.distribute.get_strategy()
+    weights = train_two_steps(method, strategy, initial_weights(method))
+    np.savez(out, *weights)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], "--multiworker" in sys.argv[3:])
