@@ -218,7 +218,9 @@ def test_card_shows_the_numbers_stored_in_the_registry(hand_made_card, capsys):
     table = {line.split()[0]: line.split()[1:] for line in text.split("metric ", 1)[1].splitlines()[1:]}
     assert {name: float(row[0]) for name, row in table.items()} == hand_made_card["metrics"]
     assert {name: float(row[1]) for name, row in table.items() if row[1] != "-"} == hand_made_card["metrics_untrained"]
-    for fact in (hand_made_card["sha256"], hand_made_card["command"], "semi-hard", "FaceNet", "tiny_cnn", "64-d"):
+    entry = registry.get_entry("triplet_digits")
+    miner = f"miner={entry['hyperparameters']['miner']}"
+    for fact in (hand_made_card["sha256"], hand_made_card["command"], entry["paper"], miner, "tiny_cnn", "64-d"):
         assert fact in text
 
     assert cli.main(["card", "triplet_digits"]) == 0
