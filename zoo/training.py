@@ -143,7 +143,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     }
     callbacks = [
         *model.training_callbacks(),
-        RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), **reference),
+        RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), log_images=True,
+                            **reference),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         EpochLog(str(run_dir / "history.jsonl")),

@@ -396,7 +396,7 @@ class ProfsModel(MetricModel):
                 self.embedding_net.trainable_variables, self.anchor_weights, self.proximal_weight
             )
             loss = metric_loss + proximal_loss + self.regularization_loss()
-            scaled_loss = loss / ops.num_replicas()
+            scaled_loss = self.optimizer.scale_loss(loss / ops.num_replicas())
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         self.update_representative_cache(global_embeddings, global_labels, global_representatives)

@@ -305,7 +305,7 @@ class THSG(MetricModel):
         tf.debugging.assert_less(
             labels, self.num_classes, message=f"labels must be < num_classes ({self.num_classes})"
         )
-        tape = tf.GradientTape()
+        tape = tf.GradientTape(persistent=True)  # F's gradient (loss-scaled) and CF's (plain) below
         with tape:                                                                     # line 5: X = F(I)
             x, y = ops.gather_global_batch(tf.cast(self(images, training=True), tf.float32), labels)
         indices = self.generation_miner(x, y, self.step_seed())
@@ -320,12 +320,13 @@ class THSG(MetricModel):
         with tape:                                                                     # lines 10-11, eq. (5)
             loss, terms = self.embedding_losses(x, y, indices, threshold)
             loss += self.regularization_loss()
-            scaled_loss = loss / ops.num_replicas()
+            replica_loss = loss / ops.num_replicas()
+            net_loss = self.optimizer.scale_loss(replica_loss)  # a LossScaleOptimizer's scale, if any
         net_variables = self.embedding_net.trainable_variables
         classifier_variables = self.classifier.trainable_variables
-        grads = tape.gradient(scaled_loss, net_variables + classifier_variables)
-        self.optimizer.apply(grads[: len(net_variables)], net_variables)
-        self.classifier_optimizer.apply(grads[len(net_variables):], classifier_variables)
+        self.optimizer.apply(tape.gradient(net_loss, net_variables), net_variables)
+        self.classifier_optimizer.apply(tape.gradient(replica_loss, classifier_variables), classifier_variables)
+        del tape
 
         self.loss_tracker.update_state(loss)
         logs = {**terms, "l_g1": l_g1, "l_d1": l_d1, "l_g2": l_g2, "l_d2": l_d2, "tau_r": tau_r, "d_t": threshold}
