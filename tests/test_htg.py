@@ -69,12 +69,12 @@ def test_inverse_triplet_loss_hand_example():
     assert float(losses.triplet_loss(anchor, positive, negative, 0.2)) == pytest.approx(0.475)
 
 
-def test_softmax_loss_hand_example():
+def test_softmax_cross_entropy_hand_example():
     logits = tf.constant([[0.0, math.log(3.0)], [0.0, 0.0]])
     # -log(3/4) and -log(1/2)
-    assert float(htg.softmax_loss(logits, tf.constant([1, 0]))) == pytest.approx((math.log(4 / 3) + math.log(2)) / 2)
+    assert float(losses.softmax_cross_entropy(logits, tf.constant([1, 0]))) == pytest.approx((math.log(4 / 3) + math.log(2)) / 2)
     # one label for every row: the fake class
-    assert float(htg.softmax_loss(logits, 1)) == pytest.approx((math.log(4 / 3) + math.log(2)) / 2)
+    assert float(losses.softmax_cross_entropy(logits, 1)) == pytest.approx((math.log(4 / 3) + math.log(2)) / 2)
 
 
 def test_generator_starts_as_the_identity_and_keeps_unit_norm():
@@ -94,8 +94,8 @@ def test_discriminator_has_k_plus_one_classes_and_its_loss_is_real_plus_b_fake(b
     logits = model.discriminate(real)
     assert logits.shape == (3 * len(triplets[0]), NUM_CLASSES + 1)
     # D's loss, from the logits before its update: real rows under their labels, generated rows under class K
-    real_loss = htg.softmax_loss(logits, htg.gather_triplets(labels, triplets))
-    fake_loss = htg.softmax_loss(model.discriminate(model.generator(real)), NUM_CLASSES)
+    real_loss = losses.softmax_cross_entropy(logits, htg.gather_triplets(labels, triplets))
+    fake_loss = losses.softmax_cross_entropy(model.discriminate(model.generator(real)), NUM_CLASSES)
     logs = model.discriminator_step(embeddings, labels, triplets)
     assert float(logs["real_loss"]) == pytest.approx(float(real_loss), rel=1e-6)
     assert float(logs["fake_loss"]) == pytest.approx(float(fake_loss), rel=1e-6)

@@ -285,3 +285,32 @@ def test_a_metric_model_trains_with_each_new_loss():
         logs = model.train_on_batch(images, y, return_dict=True)
         assert np.isfinite(logs["loss"]) and logs["loss"] > 0
         assert any(np.abs(b - v.numpy()).max() > 0 for b, v in zip(before, model.trainable_variables))
+
+
+def test_proxy_nca_by_name_gets_one_trained_proxy_per_training_class():
+    images = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    y = np.repeat(np.arange(4), 2).astype("int32")
+    with pytest.raises(ValueError, match="needs num_classes"):
+        build_model("triplet", embedding_dim=8, input_size=16, loss="proxy-nca")
+    model = build_model("triplet", embedding_dim=8, input_size=16, loss="proxy-nca", num_classes=5)
+    assert model.metric_loss.proxies.shape == (5, 8)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = model.metric_loss.proxies.numpy().copy()
+    model.train_on_batch(images, y)
+    assert np.abs(model.metric_loss.proxies.numpy() - before).max() > 0  # the optimizer trains the proxies
+
+
+def test_a_metric_loss_trains_a_plain_keras_model_through_compile():
+    from zoo.methods.topk import TopKPrecisionLoss
+
+    images = np.random.default_rng(0).uniform(0, 255, (16, 16, 16, 3)).astype("float32")
+    y = np.repeat(np.arange(4), 4).astype("int32")
+    net = build_model("triplet", embedding_dim=8, input_size=16).embedding_net
+    metric_loss = TopKPrecisionLoss(k=3, gamma=0.1)
+    expected = float(metric_loss(net(images), tf.constant(y)))
+    net.compile(optimizer=keras.optimizers.SGD(0.0), loss=losses.KerasMetricLoss(metric_loss))
+    assert net.evaluate(images, y, batch_size=16, verbose=0) == pytest.approx(expected, rel=1e-5)
+    assert expected > 0
+    net.compile(optimizer=keras.optimizers.SGD(0.05), loss=losses.KerasMetricLoss("triplet"))
+    history = net.fit(images, y, batch_size=16, epochs=5, shuffle=False, verbose=0).history["loss"]
+    assert history[-1] < history[0]

@@ -1,5 +1,6 @@
 """The training loop and the CLI end to end on digits: metrics table, learning, checkpoints, resume."""
 
+import argparse
 import json
 
 import keras
@@ -8,7 +9,7 @@ import pytest
 from zoo import cli
 from zoo.callbacks import read_epoch_log
 from zoo.methods.metric_model import MetricModel
-from zoo.training import TrainConfig, train
+from zoo.training import TrainConfig, add_train_arguments, config_from_args, train
 
 
 def _history_epochs(run_dir) -> list[int]:
@@ -73,3 +74,12 @@ def test_cli_reports_bad_names_clearly(capsys):
     assert "unknown dataset 'mnist'" in capsys.readouterr().err
     assert cli.main(["evaluate", "--model", "triplet_digitz"]) == 2
     assert "Did you mean 'triplet_digits'" in capsys.readouterr().err
+
+
+def test_recall_ks_follow_the_benchmark_protocol():
+    assert TrainConfig(dataset="digits").recall_ks == (1, 2, 4, 8)
+    assert TrainConfig(dataset="sop").recall_ks == (1, 10, 100, 1000)
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    config = config_from_args(parser.parse_args(["--method", "triplet", "--dataset", "inshop"]))
+    assert config.recall_ks == (1, 10, 20, 30, 40, 50)

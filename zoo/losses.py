@@ -39,6 +39,14 @@ def triplet_loss(
     return _mean_or_zero(tf.nn.relu(d_ap - d_an + margin))
 
 
+def softmax_cross_entropy(logits: tf.Tensor, labels: tf.Tensor | int) -> tf.Tensor:
+    """Mean softmax cross-entropy of (N, C) ``logits`` (float32) under integer ``labels``: (N,) or one for all."""
+    labels = tf.broadcast_to(tf.reshape(tf.cast(labels, tf.int32), [-1]), tf.shape(logits)[:-1])
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+    )
+
+
 def _mean_or_zero(values: tf.Tensor) -> tf.Tensor:
     count = tf.cast(tf.size(values), tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(values), count)
@@ -404,6 +412,34 @@ class ProxyNCALoss(MetricLoss):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "embedding_dim": self.embedding_dim}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class KerasMetricLoss(keras.losses.Loss):
+    """Any :class:`MetricLoss` as a plain ``keras.losses.Loss``: ``model.compile(loss=KerasMetricLoss("triplet"))``.
+
+    For any Keras model whose output is the embeddings, trained by the standard ``fit`` with
+    ``y = labels``. Mining sees one replica's batch and random choices come from a seeded
+    generator: on one device it is the same loss; under ``tf.distribute`` use :class:`MetricModel`,
+    which mines over the global batch.
+    """
+
+    def __init__(self, metric_loss: str | dict | MetricLoss, seed: int = 0, name: str | None = None, **kwargs):
+        self.metric_loss = get(metric_loss)
+        super().__init__(name=name or self.metric_loss.name, **kwargs)
+        self.seed = int(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def call(self, y_true, y_pred):
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        return self.metric_loss(y_pred, tf.reshape(y_true, [-1]), seed)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "metric_loss": keras.saving.serialize_keras_object(self.metric_loss),
+            "seed": self.seed,
+        }
 
 
 LOSSES: dict[str, type[MetricLoss]] = {

@@ -26,11 +26,6 @@ def _positive_pairs(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor,
     return pairs[:, 0], pairs[:, 1], positives, negatives
 
 
-def _sample_columns(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """One column index per row, drawn with probability softmax(logits) per row."""
-    return tf.cast(tf.reshape(tf.random.stateless_categorical(logits, 1, seed=seed), [-1]), tf.int32)
-
-
 class Miner:
     """Base class: subclasses implement :meth:`mine` on stopped float32 embeddings."""
 
@@ -58,7 +53,7 @@ class RandomMiner(Miner):
     def mine(self, embeddings, labels, seed):
         anchors, positives, _, negative_mask = _positive_pairs(labels)
         logits = tf.where(tf.gather(negative_mask, anchors), 0.0, _NEG_INF)
-        return anchors, positives, _sample_columns(logits, seed)
+        return anchors, positives, ops.sample_columns(logits, seed)
 
 
 class SemiHardMiner(Miner):
@@ -133,7 +128,7 @@ class SoftHardMiner(Miner):
             tf.reduce_any(band, axis=1, keepdims=True), band,
             tf.where(tf.reduce_any(not_harder, axis=1, keepdims=True), not_harder, is_negative),
         )
-        return anchors, positives, _sample_columns(tf.where(chosen, 0.0, _NEG_INF), seed)
+        return anchors, positives, ops.sample_columns(tf.where(chosen, 0.0, _NEG_INF), seed)
 
 
 class DistanceWeightedMiner(Miner):
@@ -163,7 +158,7 @@ class DistanceWeightedMiner(Miner):
         allowed = tf.where(tf.reduce_any(allowed, axis=1, keepdims=True), allowed, negative_mask)
         logits = tf.where(allowed, -log_q, _NEG_INF)
         logits = logits - tf.reduce_max(logits, axis=1, keepdims=True)
-        return anchors, positives, _sample_columns(tf.gather(logits, anchors), seed)
+        return anchors, positives, ops.sample_columns(tf.gather(logits, anchors), seed)
 
     def get_config(self):
         return {**super().get_config(), "cutoff": self.cutoff, "nonzero_loss_cutoff": self.nonzero_loss_cutoff}

@@ -96,6 +96,19 @@ def _with_dense_gradient(x: tf.Tensor):
     return tf.identity(x), lambda upstream: tf.convert_to_tensor(upstream)
 
 
+def sample_columns(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One column index per row, drawn with probability softmax(logits) per row (stateless)."""
+    return tf.cast(tf.reshape(tf.random.stateless_categorical(logits, 1, seed=seed), [-1]), tf.int32)
+
+
+def local_rows(global_values: tf.Tensor, local_size: tf.Tensor) -> tf.Tensor:
+    """This replica's rows of a tensor laid out like :func:`gather_global_batch`'s output."""
+    context = tf.distribute.get_replica_context()
+    replica = 0 if context is None else context.replica_id_in_sync_group
+    start = tf.cast(replica, tf.int32) * local_size
+    return global_values[start : start + local_size]
+
+
 def step_seed(base_seed: int, iteration: tf.Tensor) -> tf.Tensor:
     """A stateless-RNG seed that is identical on every replica at a given optimizer step."""
     return tf.stack([tf.constant(base_seed, tf.int64), tf.cast(iteration, tf.int64)])

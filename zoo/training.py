@@ -28,6 +28,9 @@ from zoo.methods import build_model
 from zoo.metrics import evaluate
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+# Recall@K reported by the papers per benchmark (CUB/Cars: 1, 2, 4, 8; SOP: powers of 10; In-Shop: 1-50).
+RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50)}
+DEFAULT_RECALL_KS = (1, 2, 4, 8)
 
 
 @dataclass
@@ -51,6 +54,8 @@ class TrainConfig:
     weight_decay: float | None = None
     eval_every: int = 5
     eval_batch_size: int = 128
+    recall_ks: tuple[int, ...] | None = None  # None: the dataset's usual Ks (RECALL_KS)
+    precision_ks: tuple[int, ...] = (1, 3, 5, 10)
     run_dir: str = "runs/default"
     resume: bool = False
     seed: int = 0
@@ -60,6 +65,8 @@ class TrainConfig:
     command: str | None = None
 
     def __post_init__(self) -> None:
+        if self.recall_ks is None:
+            self.recall_ks = RECALL_KS.get(self.dataset, DEFAULT_RECALL_KS)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
         for name in ("epochs", "classes_per_batch", "images_per_class", "eval_every", "embedding_dim", "input_size"):
@@ -86,13 +93,14 @@ def evaluation_sets(config: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
 def measure(model: keras.Model, queries: ImageSet, gallery: ImageSet | None, config: TrainConfig) -> dict[str, float]:
     """All retrieval metrics of ``model`` on the evaluation split(s)."""
     embeddings, labels = embed_dataset(model, eval_pipeline(queries, config.input_size, config.eval_batch_size))
+    ks = {"recall_ks": config.recall_ks, "precision_ks": config.precision_ks, "seed": config.seed}
     if gallery is None:
-        return evaluate(embeddings, labels, seed=config.seed)
+        return evaluate(embeddings, labels, **ks)
     gallery_embeddings, gallery_labels = embed_dataset(
         model, eval_pipeline(gallery, config.input_size, config.eval_batch_size)
     )
     return evaluate(
-        embeddings, labels, reference_embeddings=gallery_embeddings, reference_labels=gallery_labels, seed=config.seed
+        embeddings, labels, reference_embeddings=gallery_embeddings, reference_labels=gallery_labels, **ks
     )
 
 
@@ -144,7 +152,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     callbacks = [
         *model.training_callbacks(),
         RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), log_images=True,
-                            **reference),
+                            recall_ks=config.recall_ks, precision_ks=config.precision_ks, **reference),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         EpochLog(str(run_dir / "history.jsonl")),
@@ -222,6 +230,8 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
         registry.get_entry(args.preset)  # raises with close-name suggestions
     config = config_from_preset(preset) if has_preset else TrainConfig(method=method, run_dir=f"runs/{preset}")
     overrides: dict[str, Any] = {"dataset": args.dataset, "command": " ".join(map(shlex.quote, sys.argv))}
+    if args.dataset != config.dataset:
+        overrides["recall_ks"] = None  # the new dataset's usual Ks
     for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "embedding_dim", "input_size",
                  "classes_per_batch", "images_per_class", "learning_rate", "eval_every", "run_dir", "seed",
                  "strategy", "publish_as"):

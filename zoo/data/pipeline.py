@@ -135,35 +135,66 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
     Raises:
         ValueError: an argument out of range.
     """
-    _check_image_size(image_size)
     sampler = sampler_cls(image_set.labels, classes_per_batch, images_per_class, seed)
-    batch = sampler.batch_size
+
+    def index_batches() -> Iterator[tuple[np.ndarray, np.random.Generator]]:
+        rng = np.random.default_rng([seed, 1])  # augmentations: a stream apart from the sampler's
+        for indices in sampler:
+            yield indices, rng
+
+    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches)
+
+
+def augmented_batches(
+    image_set: ImageSet,
+    image_size: int,
+    batch_size: int,
+    index_batches: Callable[[], Iterator[tuple]],
+    extra_dtypes: tuple[tf.DType, ...] = (),
+) -> tf.data.Dataset:
+    """The images of sampled index batches, each resized, randomly cropped and flipped when allowed.
+
+    The shared body of every training pipeline (:func:`train_pipeline`, PROFS's pipeline).
+
+    Args:
+        image_set: the split the indices point into.
+        image_size: S, side of the output images (at least 8).
+        batch_size: B, indices per batch.
+        index_batches: returns an iterator of ``(indices (B,), rng, *extras)``: the images of a
+            batch, the numpy Generator its crop offsets and flips are drawn from, and per-image
+            arrays (B,) passed through after the labels.
+        extra_dtypes: the dtypes of ``extras``.
+
+    Returns:
+        A dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels, *extras)``.
+    """
+    _check_image_size(image_size)
     max_offset = resized_size(image_size) - image_size
     allow_flip = image_set.allow_flip
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([seed, 1])  # augmentations: a stream apart from the sampler's
-        for indices in sampler:
-            offsets = rng.integers(0, max_offset + 1, size=(batch, 2), dtype=np.int32)
-            flips = (rng.random(batch) < 0.5) & allow_flip
-            yield indices, offsets, flips
+    def batches() -> Iterator[tuple[np.ndarray, ...]]:
+        for indices, rng, *extras in index_batches():
+            offsets = rng.integers(0, max_offset + 1, size=(batch_size, 2), dtype=np.int32)
+            flips = (rng.random(batch_size) < 0.5) & allow_flip
+            yield (indices, offsets, flips, *extras)
 
     load = _image_loader(image_set)
     labels = tf.constant(image_set.labels, tf.int32)
 
-    def augment(index: tf.Tensor, offset: tf.Tensor, flip: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return _resize_crop(load(index), image_size, offset, flip), tf.gather(labels, index)
+    def augment(index: tf.Tensor, offset: tf.Tensor, flip: tf.Tensor, *extras: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return (_resize_crop(load(index), image_size, offset, flip), tf.gather(labels, index), *extras)
 
     signature = (
-        tf.TensorSpec((batch,), tf.int64),
-        tf.TensorSpec((batch, 2), tf.int32),
-        tf.TensorSpec((batch,), tf.bool),
+        tf.TensorSpec((batch_size,), tf.int64),
+        tf.TensorSpec((batch_size, 2), tf.int32),
+        tf.TensorSpec((batch_size,), tf.bool),
+        *(tf.TensorSpec((batch_size,), dtype) for dtype in extra_dtypes),
     )
     return (
         tf.data.Dataset.from_generator(batches, output_signature=signature)
         .unbatch()
         .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(batch, drop_remainder=True)
+        .batch(batch_size, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -12,10 +12,14 @@ from typing import Any
 
 import keras
 
+from zoo import losses
 from zoo.backbones import build_embedding_net
 from zoo.methods.metric_model import MetricModel
 
 METHODS: dict[str, type[keras.Model]] = {"triplet": MetricModel}
+
+# Losses built with the number of training classes (given by name in a method's hyperparameters).
+CLASS_AWARE_LOSSES = ("proxy-nca",)
 
 # One module per method; each defines its model class (registered below) and its PRESETS.
 METHOD_MODULES = ("triplet", "thsg", "topk", "profs", "amdaml", "htg")
@@ -45,12 +49,17 @@ def build_model(
     """Build ``method``'s model on a fresh embedding net.
 
     ``num_classes`` (training classes) is passed to the methods whose constructor takes it
-    (those with a classifier or discriminator); ``hyperparameters`` go to the constructor.
+    (those with a classifier or discriminator) and to a loss named in ``CLASS_AWARE_LOSSES``;
+    ``hyperparameters`` go to the constructor.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     cls = METHODS[method]
     net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm)
+    if hyperparameters.get("loss") in CLASS_AWARE_LOSSES:  # one trainable proxy per training class
+        if num_classes is None:
+            raise ValueError(f"loss {hyperparameters['loss']!r} needs num_classes (the number of training classes)")
+        hyperparameters["loss"] = losses.get(hyperparameters["loss"], num_classes=num_classes, embedding_dim=embedding_dim)
     if "num_classes" in inspect.signature(cls.__init__).parameters:
         if num_classes is None:
             raise ValueError(f"method {method!r} needs num_classes (the number of training classes)")

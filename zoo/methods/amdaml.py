@@ -125,15 +125,7 @@ def closeness(theta: tf.Tensor, lambda1: float) -> tf.Tensor:
 def draw_negative_partners(labels: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """For each sample, the index of a sample of another class, drawn uniformly (stateless)."""
     _, negative_mask = ops.same_class_masks(labels)
-    logits = tf.where(negative_mask, 0.0, -1e9)
-    return tf.cast(tf.reshape(tf.random.stateless_categorical(logits, 1, seed=seed), [-1]), tf.int32)
-
-
-def local_rows(global_values: tf.Tensor, local_size: tf.Tensor) -> tf.Tensor:
-    """This replica's rows of a tensor laid out like :func:`zoo.ops.gather_global_batch`'s output."""
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    start = tf.cast(replica, tf.int32) * local_size
-    return global_values[start : start + local_size]
+    return ops.sample_columns(tf.where(negative_mask, 0.0, -1e9), seed)
 
 
 # ---- layers ----------------------------------------------------------------------------------
@@ -254,7 +246,7 @@ class AMDAML(MetricModel):
         result does not depend on how the batch is split) and the images are gathered to mix them.
         """
         all_images, all_labels = ops.gather_global_batch(images, labels)
-        partners = local_rows(draw_negative_partners(all_labels, seed), tf.shape(images)[0])
+        partners = ops.local_rows(draw_negative_partners(all_labels, seed), tf.shape(images)[0])
         return self.generator(images, tf.gather(all_images, partners))
 
     def batch_losses(

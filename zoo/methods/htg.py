@@ -54,14 +54,6 @@ def inverse_triplet_loss(
     return losses_lib.triplet_loss(anchor, negative, positive, margin, squared)
 
 
-def softmax_loss(logits: tf.Tensor, labels: tf.Tensor | int) -> tf.Tensor:
-    """Mean softmax cross-entropy of (N, C) ``logits`` under integer ``labels``, flattened to N or one for all."""
-    labels = tf.broadcast_to(tf.reshape(tf.cast(labels, tf.int32), [-1]), tf.shape(logits)[:-1])
-    return tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
-    )
-
-
 def gather_triplets(values: tf.Tensor, triplets: miners_lib.Triplets) -> tf.Tensor:
     """The (T, 3, ...) stack of the triplets' anchor, positive and negative rows of ``values``."""
     return tf.stack([tf.gather(values, index) for index in triplets], axis=1)
@@ -180,8 +172,8 @@ class HTG(MetricModel):
         real = gather_triplets(embeddings, triplets)
         generated = self.generator(real)
         with tf.GradientTape() as tape:
-            real_loss = softmax_loss(self.discriminate(real), gather_triplets(labels, triplets))
-            fake_loss = softmax_loss(self.discriminate(generated), self.num_classes)
+            real_loss = losses_lib.softmax_cross_entropy(self.discriminate(real), gather_triplets(labels, triplets))
+            fake_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), self.num_classes)
             loss = real_loss + self.b * fake_loss
             scaled_loss = loss / ops.num_replicas()
         variables = self.discriminator.trainable_variables
@@ -199,7 +191,7 @@ class HTG(MetricModel):
             inverse_loss = inverse_triplet_loss(
                 anchor, positive, negative, self.metric_loss.margin, self.metric_loss.squared
             )
-            cls_loss = softmax_loss(self.discriminate(generated), gather_triplets(labels, triplets))
+            cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), gather_triplets(labels, triplets))
             loss = inverse_loss + self.b * cls_loss
             scaled_loss = loss / ops.num_replicas()
         variables = self.generator.trainable_variables

@@ -17,13 +17,16 @@ optimizer's iteration counter, identical on every replica.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops
+
+if TYPE_CHECKING:
+    from zoo.data import ImageSet
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -72,7 +75,7 @@ class MetricModel(keras.Model):
 
     # ---- training --------------------------------------------------------------------------
     def make_train_dataset(
-        self, image_set: "zoo.data.ImageSet", image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+        self, image_set: "ImageSet", image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
     ) -> tf.data.Dataset:
         """The training batches this method expects: P classes x K images (override for other samplers)."""
         from zoo.data import train_pipeline

@@ -59,7 +59,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler
-from zoo.data.pipeline import _check_image_size, _image_loader, _resize_crop, resized_size
+from zoo.data.pipeline import augmented_batches
 from zoo.methods import register_method
 from zoo.methods.metric_model import MetricModel
 
@@ -222,38 +222,13 @@ def profs_pipeline(image_set: ImageSet, image_size: int, sampler: ProfsSampler) 
         ``[seed, 3, t]``. The flags are 0/1 integers, not bools, because Keras averages every
         batch tensor when it builds a model under ``tf.distribute``, which bools cannot do.
     """
-    _check_image_size(image_size)
-    batch = sampler.batch_size
-    max_offset = resized_size(image_size) - image_size
-    allow_flip = image_set.allow_flip
 
-    def batches() -> Iterator[tuple[np.ndarray, ...]]:
+    def index_batches() -> Iterator[tuple[np.ndarray, ...]]:
         for step, indices, is_representative in sampler:
             rng = np.random.default_rng([sampler.seed, 3, step])
-            offsets = rng.integers(0, max_offset + 1, size=(batch, 2), dtype=np.int32)
-            flips = (rng.random(batch) < 0.5) & allow_flip
-            yield indices, is_representative, offsets, flips
+            yield indices, rng, is_representative.astype(np.int32)
 
-    load = _image_loader(image_set)
-    labels = tf.constant(image_set.labels, tf.int32)
-
-    def augment(index, is_representative, offset, flip):
-        image = _resize_crop(load(index), image_size, offset, flip)
-        return image, tf.gather(labels, index), tf.cast(is_representative, tf.int32)
-
-    signature = (
-        tf.TensorSpec((batch,), tf.int64),
-        tf.TensorSpec((batch,), tf.bool),
-        tf.TensorSpec((batch, 2), tf.int32),
-        tf.TensorSpec((batch,), tf.bool),
-    )
-    return (
-        tf.data.Dataset.from_generator(batches, output_signature=signature)
-        .unbatch()
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(batch, drop_remainder=True)
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches, extra_dtypes=(tf.int32,))
 
 
 # ---- the model ---------------------------------------------------------------------------------

@@ -105,9 +105,7 @@ def adaptive_reverse_margin(generator_loss: tf.Tensor, nu: float, beta: float) -
 
 def reverse_triplet_loss(generated: Triplet, margin: tf.Tensor) -> tf.Tensor:
     """THSG eq. (18), the ART loss: mean of [||â - n̂||^2 - ||â - p̂||^2 + τr]_+ over triplets."""
-    d_an = squared_distance(generated.anchor, generated.negative)
-    d_ap = squared_distance(generated.anchor, generated.positive)
-    return tf.reduce_mean(tf.nn.relu(d_an - d_ap + margin))
+    return losses_lib.triplet_loss(generated.anchor, generated.negative, generated.positive, margin)
 
 
 def reconstruction_loss(targets: tuple[tf.Tensor, ...], outputs: tuple[tf.Tensor, ...]) -> tf.Tensor:
@@ -120,11 +118,7 @@ def softmax_loss(logits: list[tf.Tensor], labels: list[tf.Tensor]) -> tf.Tensor:
 
     ``logits[m]`` (T, K) and ``labels[m]`` (T,) are the m-th member's logits and target classes.
     """
-    return tf.add_n([
-        tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(y, tf.int32), logits=tf.cast(z, tf.float32)))
-        for z, y in zip(logits, labels)
-    ])
+    return tf.add_n([losses_lib.softmax_cross_entropy(z, y) for z, y in zip(logits, labels)])
 
 
 def discriminator1_loss(real_logits: list[tf.Tensor], fake_logits: list[tf.Tensor]) -> tf.Tensor:
