@@ -314,3 +314,6 @@ def test_a_metric_loss_trains_a_plain_keras_model_through_compile():
     net.compile(optimizer=keras.optimizers.SGD(0.05), loss=losses.KerasMetricLoss("triplet"))
     history = net.fit(images, y, batch_size=16, epochs=5, shuffle=False, verbose=0).history["loss"]
     assert history[-1] < history[0]
+    net.compile(optimizer="sgd", loss=losses.KerasMetricLoss(losses.ProxyNCALoss(num_classes=4)))
+    with pytest.raises(ValueError, match="trainable weights"):
+        net.train_on_batch(images, y)

@@ -421,7 +421,8 @@ class KerasMetricLoss(keras.losses.Loss):
     For any Keras model whose output is the embeddings, trained by the standard ``fit`` with
     ``y = labels``. Mining sees one replica's batch and random choices come from a seeded
     generator: on one device it is the same loss; under ``tf.distribute`` use :class:`MetricModel`,
-    which mines over the global batch.
+    which mines over the global batch. Losses with their own weights (Proxy-NCA's proxies, the
+    margin loss's beta) need :class:`MetricModel`, which trains them: a Keras loss has no optimizer.
     """
 
     def __init__(self, metric_loss: str | dict | MetricLoss, seed: int = 0, name: str | None = None, **kwargs):
@@ -432,7 +433,13 @@ class KerasMetricLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         seed = tf.cast(self.seed_generator.next(), tf.int64)
-        return self.metric_loss(y_pred, tf.reshape(y_true, [-1]), seed)
+        loss = self.metric_loss(y_pred, tf.reshape(y_true, [-1]), seed)
+        if self.metric_loss.trainable_weights:
+            raise ValueError(
+                f"{type(self.metric_loss).__name__} has trainable weights, which a Keras loss cannot train: "
+                "use zoo.methods.MetricModel(embedding_net, loss=...) instead"
+            )
+        return loss
 
     def get_config(self):
         return {
