@@ -3,9 +3,7 @@ and order, serialisation, export and a digits run."""
 
 import json
 import math
-import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -311,18 +309,3 @@ def test_digits_run_beats_the_untrained_model():
     real = htg.gather_triplets(embeddings, model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64)))
     original, generated = (losses.triplet_loss(*tf.unstack(t, axis=1)) for t in (real, model.generator(real)))
     assert float(generated) > 1.3 * float(original) > 0, (float(original), float(generated))  # 0.0112 vs 0.0065
-
-
-@pytest.mark.slow
-def test_two_replicas_train_like_one():
-    """Two steps on 2 logical CPU replicas give the weights of 2 steps on one device (global batch)."""
-    script = Path(__file__).parent / "distributed" / "one_vs_two_replicas.py"
-    code = (
-        "import sys, runpy, zoo.methods.htg; sys.argv = ['x', 'htg']; "
-        f"runpy.run_path({str(script)!r}, run_name='__main__')"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).parents[1])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["max_abs_diff"] < 1e-5, report

@@ -2,9 +2,7 @@
 
 import json
 import math
-import os
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -424,18 +422,3 @@ def test_pretrained_then_thsg_raises_recall_at_1_and_map_at_r_on_unseen_classes(
     assert int(model.completed_epochs) == 6
     assert after["recall@1"] > before["recall@1"] + 0.05, (before, after)
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)
-
-
-@pytest.mark.slow
-def test_two_replicas_train_like_one():
-    """Two steps on 2 logical CPU replicas give the weights of 2 steps on one device (global batch)."""
-    script = Path(__file__).parent / "distributed" / "one_vs_two_replicas.py"
-    code = (  # registers thsg first (until zoo/methods/__init__.py lists it), then runs the shared script
-        "import sys, runpy, zoo.methods.thsg; sys.argv = ['x', 'thsg']; "
-        f"runpy.run_path({str(script)!r}, run_name='__main__')"
-    )
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(Path(__file__).parents[1])}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["max_abs_diff"] < 1e-5, report

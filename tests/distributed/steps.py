@@ -10,19 +10,23 @@ import tensorflow as tf
 from zoo.methods import build_model
 
 GLOBAL_BATCH = 16
+# Settings that make every part of a method's step run in the two steps (AMDAML: no pre-training phase).
+ACTIVE = {"amdaml": {"pretrain_steps": 0}}
 
 
 def initial_weights(method: str) -> list[np.ndarray]:
     """The weights every run starts from (BatchNorm frozen: its statistics are per replica)."""
     keras.utils.set_random_seed(0)
-    return build_model(method, embedding_dim=8, input_size=16, freeze_batchnorm=True, num_classes=4).get_weights()
+    return build_model(method, embedding_dim=8, input_size=16, freeze_batchnorm=True, num_classes=4,
+                       **ACTIVE.get(method, {})).get_weights()
 
 
 def train_two_steps(method: str, strategy: tf.distribute.Strategy, weights: list[np.ndarray]) -> list[np.ndarray]:
     """Weights after two ``fit`` steps on the same global batch, every replica's share holding all 4 classes."""
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = build_model(method, embedding_dim=8, input_size=16, freeze_batchnorm=True, num_classes=4)
+        model = build_model(method, embedding_dim=8, input_size=16, freeze_batchnorm=True, num_classes=4,
+                            **ACTIVE.get(method, {}))
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.set_weights(weights)
     rng = np.random.default_rng(0)
