@@ -186,6 +186,8 @@ class AMDAML(MetricModel):
         seed: base seed of the stateless choice of the mixup partners.
     """
 
+    LOGGED_TERMS = ("l_pc", "l_r", "l_adv", "t_up", "t_down", "theta")
+
     def __init__(
         self,
         embedding_net: keras.Model,
@@ -217,14 +219,6 @@ class AMDAML(MetricModel):
         # Mixes raw pixels: float32 under mixed precision too, the dtype of the input images.
         self.generator = MixupNegativeGenerator(name="generator", dtype="float32")
         self.generator_optimizer = keras.optimizers.SGD(self.generator_learning_rate)
-        self.trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("l_pc", "l_r", "l_adv", "t_up", "t_down", "theta")
-        }
-
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker, *self.trackers.values()]
 
     def compile(self, *args, **kwargs) -> None:
         """F's optimizer from the arguments; each optimizer is built on exactly the variables it updates."""
@@ -297,10 +291,7 @@ class AMDAML(MetricModel):
         ):
             optimizer.apply(tape.gradient(loss, variables), variables)
         del tape
-        self.loss_tracker.update_state(losses["loss"])
-        for name, tracker in self.trackers.items():
-            tracker.update_state(losses[name])
-        return self.step_logs()
+        return self.step_logs(losses["loss"], {name: losses[name] for name in self.LOGGED_TERMS})
 
     def get_config(self) -> dict[str, Any]:
         return {

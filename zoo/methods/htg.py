@@ -92,6 +92,8 @@ class HTG(MetricModel):
         seed: base seed of the stateless mining.
     """
 
+    LOGGED_TERMS = ("discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss")
+
     def __init__(
         self,
         embedding_net: keras.Model,
@@ -124,14 +126,6 @@ class HTG(MetricModel):
         self.discriminator = build_discriminator(self.embedding_dim, self.num_classes, self.hidden_units)
         self.generator_optimizer = keras.optimizers.Adam(self.generator_learning_rate)
         self.discriminator_optimizer = keras.optimizers.Adam(self.discriminator_learning_rate)
-        self.trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in ("discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss")
-        }
-
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker, *self.trackers.values()]
 
     def discriminate(self, triplets: tf.Tensor) -> tf.Tensor:
         """D's (3 T, K + 1) logits of the vectors of (T, 3, d) triplets, in row-major order."""
@@ -210,10 +204,7 @@ class HTG(MetricModel):
             **self.discriminator_step(embeddings, labels, triplets),
             **self.generator_step(embeddings, labels, triplets),
         }
-        self.loss_tracker.update_state(loss)
-        for name, value in logs.items():
-            self.trackers[name].update_state(value)
-        return self.step_logs()
+        return self.step_logs(loss, logs)
 
     def get_config(self) -> dict[str, Any]:
         return {

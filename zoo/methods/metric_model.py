@@ -41,6 +41,9 @@ class MetricModel(keras.Model):
         seed: base seed of the stateless random mining.
     """
 
+    # Loss terms a subclass logs beside "loss" (one Mean tracker each), filled by step_logs().
+    LOGGED_TERMS: tuple[str, ...] = ()
+
     def __init__(
         self,
         embedding_net: keras.Model,
@@ -56,6 +59,7 @@ class MetricModel(keras.Model):
         self.metric_loss = losses_lib.get(loss, **({"miner": miner} if miner is not None else {}))
         self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.LOGGED_TERMS}
 
     # ---- inference -------------------------------------------------------------------------
     def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -86,12 +90,16 @@ class MetricModel(keras.Model):
         """Callbacks the method itself needs during ``fit`` (``zoo.training`` adds them)."""
         return []
 
-    def step_logs(self) -> dict[str, tf.Tensor]:
-        """What a train or test step returns: the current value of every tracked metric.
+    def step_logs(self, loss: tf.Tensor, terms: dict[str, tf.Tensor] | None = None) -> dict[str, tf.Tensor]:
+        """Record a step's ``loss`` and its ``LOGGED_TERMS`` values; return what the step returns.
 
-        Under ``MultiWorkerMirroredStrategy`` the values have shape (1,): Keras 3 averages step
-        logs across workers along axis 0, which fails on scalars (keras-team/keras#20585).
+        The logs are the running means of every tracker. Under ``MultiWorkerMirroredStrategy`` they
+        have shape (1,): Keras 3 averages step logs across workers along axis 0, which fails on
+        scalars (keras-team/keras#20585).
         """
+        self.loss_tracker.update_state(loss)
+        for name, value in (terms or {}).items():
+            self.trackers[name].update_state(value)
         multiworker = isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
         return {m.name: tf.reshape(m.result(), [1]) if multiworker else m.result() for m in self.metrics}
 
@@ -109,7 +117,7 @@ class MetricModel(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker]
+        return [self.loss_tracker, *self.trackers.values()]
 
     def step_seed(self) -> tf.Tensor:
         """Seed of this step's random choices, the same on every replica."""
@@ -131,16 +139,14 @@ class MetricModel(keras.Model):
             scaled_loss = self.optimizer.scale_loss(loss / ops.num_replicas())
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
-        self.loss_tracker.update_state(loss)
-        return self.step_logs()
+        return self.step_logs(loss)
 
     def test_step(self, data):
         images, labels = data[0], data[1]
         labels = ops.check_batch(images, labels)
         embeddings = self(images, training=False)
         global_embeddings, global_labels = ops.gather_global_batch(embeddings, labels)
-        self.loss_tracker.update_state(self.compute_metric_loss(global_embeddings, global_labels))
-        return self.step_logs()
+        return self.step_logs(self.compute_metric_loss(global_embeddings, global_labels))
 
     def regularization_loss(self) -> tf.Tensor:
         """Sum of the layers' weight-regularisation losses (0 when there are none)."""

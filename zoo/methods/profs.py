@@ -269,6 +269,8 @@ class ProfsModel(MetricModel):
         ValueError: a loss PROFS is not defined with, or a hyperparameter out of range.
     """
 
+    LOGGED_TERMS = ("metric_loss", "proximal_loss")
+
     def __init__(
         self,
         embedding_net: keras.Model,
@@ -308,8 +310,6 @@ class ProfsModel(MetricModel):
         self.hard_negative_class_mining = bool(hard_negative_class_mining)
         self.anchor_dtype = anchor_dtype
         self.anchor_device = anchor_device
-        self.metric_loss_tracker = keras.metrics.Mean(name="metric_loss")
-        self.proximal_loss_tracker = keras.metrics.Mean(name="proximal_loss")
 
     def build(self, input_shape=None) -> None:
         super().build(input_shape)
@@ -375,10 +375,7 @@ class ProfsModel(MetricModel):
         variables = self.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         self.update_representative_cache(global_embeddings, global_labels, global_representatives)
-        self.loss_tracker.update_state(loss)
-        self.metric_loss_tracker.update_state(metric_loss)
-        self.proximal_loss_tracker.update_state(proximal_loss)
-        return self.step_logs()
+        return self.step_logs(loss, {"metric_loss": metric_loss, "proximal_loss": proximal_loss})
 
     def update_representative_cache(
         self, embeddings: tf.Tensor, labels: tf.Tensor, is_representative: tf.Tensor
@@ -390,10 +387,6 @@ class ProfsModel(MetricModel):
         self.representative_cached.assign(
             tf.tensor_scatter_nd_update(self.representative_cached, rows, tf.ones_like(rows[:, 0], tf.bool))
         )
-
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker, self.metric_loss_tracker, self.proximal_loss_tracker]
 
     # ---- batches -------------------------------------------------------------------------------
     def read_representative_cache(self) -> tuple[np.ndarray, np.ndarray]:

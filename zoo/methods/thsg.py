@@ -193,6 +193,8 @@ class THSG(MetricModel):
         seed: base seed of the stateless triplet sampling.
     """
 
+    LOGGED_TERMS = ("l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org")
+
     def __init__(
         self,
         embedding_net: keras.Model,
@@ -261,9 +263,6 @@ class THSG(MetricModel):
         self.completed_epochs = state("completed_epochs", 0, "int64")
         self.last_generator2_loss = state("last_generator2_loss", float("inf"))     # latest L_G2, detached
 
-        names = ("l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
-
     # ---- optimizers ------------------------------------------------------------------------------
     def _sub_networks(self) -> list[tuple[keras.optimizers.Optimizer, keras.Model]]:
         return [
@@ -287,10 +286,6 @@ class THSG(MetricModel):
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         """:class:`DistanceThresholdUpdate`: pass it to ``fit`` (``zoo.training`` does) so d_t rolls over."""
         return [DistanceThresholdUpdate()]
-
-    @property
-    def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker, *self.trackers.values()]
 
     # ---- Algorithm 1 -----------------------------------------------------------------------------
     def train_step(self, data):
@@ -322,11 +317,8 @@ class THSG(MetricModel):
         self.classifier_optimizer.apply(tape.gradient(replica_loss, classifier_variables), classifier_variables)
         del tape
 
-        self.loss_tracker.update_state(loss)
         logs = {**terms, "l_g1": l_g1, "l_d1": l_d1, "l_g2": l_g2, "l_d2": l_d2, "tau_r": tau_r, "d_t": threshold}
-        for name, value in logs.items():
-            self.trackers[name].update_state(value)
-        return self.step_logs()
+        return self.step_logs(loss, logs)
 
     def _triplets(self, x: tf.Tensor, y: tf.Tensor, indices: miners_lib.Triplets) -> tuple[Triplet, Triplet]:
         """Embeddings and labels of the mined (anchor, positive, negative) index triplets."""
