@@ -20,6 +20,8 @@ from zoo.methods import amdaml, build_model
 from zoo.methods.amdaml import AMDAML
 from zoo.metrics import evaluate
 
+from learning import fit_and_measure
+
 LOG_NAMES = {"loss", "l_pc", "l_r", "l_adv", "t_up", "t_down", "theta"}
 
 
@@ -314,13 +316,8 @@ def test_digits_run_beats_the_untrained_model():
     keras.utils.set_random_seed(0)
     model = build_model("amdaml", embedding_dim=64, input_size=32, freeze_batchnorm=True, pretrain_steps=40)
     model.compile(optimizer=keras.optimizers.Adam(5e-4))
-
-    def measure(image_set) -> dict[str, float]:
-        return evaluate(*embed_dataset(model, eval_pipeline(image_set, 32)), metrics=("recall", "map@r"))
-
-    before = {"test": measure(test_set), "train": measure(train_set)}
-    model.fit(train_pipeline(train_set, 32, 5, 16, seed=0), steps_per_epoch=60, epochs=1, verbose=0)
-    after = {"test": measure(test_set), "train": measure(train_set)}
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 16, seed=0),
+                                    {"test": test_set, "train": train_set}, steps=60, metrics=("recall", "map@r"))
     assert after["test"]["map@r"] > before["test"]["map@r"] + 0.01, (before, after)
     assert after["train"]["map@r"] > before["train"]["map@r"] + 0.2, (before, after)
     assert _theta(model) > 0.5  # the generator played after the pre-training

@@ -20,6 +20,8 @@ from zoo.methods import build_model, htg
 from zoo.methods.htg import HTG
 from zoo.metrics import evaluate
 
+from learning import fit_and_measure
+
 NUM_CLASSES = 3
 LOG_NAMES = {"loss", "discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss"}
 
@@ -294,13 +296,8 @@ def test_digits_run_beats_the_untrained_model():
     keras.utils.set_random_seed(0)
     model = build_model("htg", embedding_dim=64, input_size=32, freeze_batchnorm=True, num_classes=5)
     model.compile(optimizer=keras.optimizers.Adam(5e-4))
-
-    def measure(image_set) -> dict[str, float]:
-        return evaluate(*embed_dataset(model, eval_pipeline(image_set, 32)), metrics=("recall", "map@r"))
-
-    before = {"test": measure(test_set), "train": measure(train_set)}
-    model.fit(train_pipeline(train_set, 32, 5, 16, seed=0), steps_per_epoch=30, epochs=1, verbose=0)
-    after = {"test": measure(test_set), "train": measure(train_set)}
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 16, seed=0),
+                                    {"test": test_set, "train": train_set}, steps=30, metrics=("recall", "map@r"))
     assert after["test"]["map@r"] > before["test"]["map@r"] + 0.01, (before, after)
     assert after["train"]["map@r"] > before["train"]["map@r"] + 0.2, (before, after)
     # G's triplets are harder for the trained F than the triplets they are made of

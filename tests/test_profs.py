@@ -19,6 +19,8 @@ from zoo.methods import profs
 from zoo.methods.profs import ProfsModel, ProfsSampler, hard_negative_classes, profs_pipeline, projection_length
 from zoo.metrics import evaluate
 
+from learning import fit_and_measure
+
 
 def tiny_model(**hyperparameters) -> ProfsModel:
     keras.utils.set_random_seed(0)
@@ -396,17 +398,12 @@ def test_short_digits_training_raises_recall_at_1_and_map_at_r_on_unseen_digits(
     model = build_model("profs", embedding_dim=preset["embedding_dim"], input_size=preset["input_size"],
                         freeze_batchnorm=preset["freeze_batchnorm"], num_classes=5, **preset["hyperparameters"])
     model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]))
-
-    def measure() -> dict[str, float]:
-        embeddings, labels = embed_dataset(model, eval_pipeline(test_set, preset["input_size"], batch_size=256))
-        return evaluate(embeddings, labels, metrics=("recall", "map@r"))
-
-    before = measure()
     dataset = model.make_train_dataset(
         train_set, preset["input_size"], training["classes_per_batch"], training["images_per_class"], seed=0
     )
-    model.fit(dataset, steps_per_epoch=training["epochs"] * training["steps_per_epoch"], epochs=1, verbose=0)
-    after = measure()
+    before, after = fit_and_measure(model, dataset, {"test": test_set}, metrics=("recall", "map@r"),
+                                    steps=training["epochs"] * training["steps_per_epoch"])
+    before, after = before["test"], after["test"]
     assert after["recall@1"] > before["recall@1"], (before, after)
     assert after["map@r"] > before["map@r"] + 0.01, (before, after)
 

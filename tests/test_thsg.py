@@ -20,6 +20,8 @@ from zoo.metrics import evaluate
 from zoo.methods import thsg
 from zoo.methods.thsg import THSG, Triplet
 
+from learning import fit_and_measure
+
 NUM_CLASSES = 4
 LOG_NAMES = {"loss", "l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org"}
 
@@ -384,14 +386,10 @@ def test_short_digits_training_learns_the_training_classes():
     keras.utils.set_random_seed(0)
     model = build_model("thsg", embedding_dim=64, input_size=32, freeze_batchnorm=True, num_classes=5)
     model.compile(optimizer=keras.optimizers.Adam(5e-4))
-
-    def measure() -> dict[str, float]:
-        return evaluate(*embed_dataset(model, eval_pipeline(train_set, 32)), metrics=("recall", "map@r", "nmi"))
-
-    before = measure()
-    model.fit(train_pipeline(train_set, 32, 5, 8, seed=0), steps_per_epoch=30, epochs=2, verbose=0,
-              callbacks=model.training_callbacks())
-    after = measure()
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"train": train_set},
+                                    steps=30, epochs=2, metrics=("recall", "map@r", "nmi"),
+                                    callbacks=model.training_callbacks())
+    before, after = before["train"], after["train"]
     assert after["map@r"] > before["map@r"] + 0.2, (before, after)
     assert after["nmi"] > before["nmi"] + 0.2, (before, after)
     assert after["recall@1"] >= before["recall@1"], (before, after)
@@ -411,14 +409,10 @@ def test_pretrained_then_thsg_raises_recall_at_1_and_map_at_r_on_unseen_classes(
     model = build_model("thsg", embedding_dim=64, input_size=32, freeze_batchnorm=True, num_classes=10,
                         pretrain_epochs=2, classifier_learning_rate=1e-2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-
-    def measure() -> dict[str, float]:
-        return evaluate(*embed_dataset(model, eval_pipeline(test_set, 32)), metrics=("recall", "map@r"))
-
-    before = measure()
-    model.fit(train_pipeline(train_set, 32, 5, 8, seed=0), steps_per_epoch=20, epochs=6, verbose=0,
-              callbacks=model.training_callbacks())
-    after = measure()
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"test": test_set},
+                                    steps=20, epochs=6, metrics=("recall", "map@r"),
+                                    callbacks=model.training_callbacks())
+    before, after = before["test"], after["test"]
     assert int(model.completed_epochs) == 6
     assert after["recall@1"] > before["recall@1"] + 0.05, (before, after)
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)

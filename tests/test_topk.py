@@ -8,11 +8,9 @@ import pytest
 import tensorflow as tf
 
 from zoo import losses
-from zoo.callbacks import embed_dataset
-from zoo.data import eval_pipeline, load_dataset
+from zoo.data import load_dataset
 from zoo.methods import METHODS, build_model
 from zoo.methods.metric_model import MetricModel
-from zoo.metrics import evaluate
 from zoo.methods.topk import (
     PRESETS,
     TopKBatchSampler,
@@ -22,6 +20,8 @@ from zoo.methods.topk import (
     misplaced_sets,
     topk_precision_loss,
 )
+
+from learning import fit_and_measure
 
 # The candidates of Fig. 2 and Fig. 3, in descending order of ŝ (the figures' row "ŝ:").
 FIGURE_SCORES_HAT = np.array([0.99, 0.9, 0.8, 0.7, 0.65, 0.6, 0.55, 0.53, 0.5, 0.4])
@@ -407,16 +407,11 @@ def test_short_digits_training_raises_precision_at_5_and_map_at_r_on_unseen_digi
                         input_size=preset["input_size"], backbone_weights=preset["backbone_weights"],
                         freeze_batchnorm=preset["freeze_batchnorm"], **preset["hyperparameters"])
     model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]))
-
-    def measure() -> dict[str, float]:
-        embeddings, labels = embed_dataset(model, eval_pipeline(test_set, preset["input_size"], batch_size=256))
-        return evaluate(embeddings, labels, metrics=("precision", "map@r"))
-
-    before = measure()
     dataset = model.make_train_dataset(
         train_set, preset["input_size"], training["classes_per_batch"], training["images_per_class"], seed=0
     )
-    model.fit(dataset, steps_per_epoch=training["epochs"] * training["steps_per_epoch"], epochs=1, verbose=0)
-    after = measure()
+    before, after = fit_and_measure(model, dataset, {"test": test_set}, metrics=("precision", "map@r"),
+                                    steps=training["epochs"] * training["steps_per_epoch"])
+    before, after = before["test"], after["test"]
     assert after["precision@5"] > before["precision@5"] + 0.005, (before, after)
     assert after["map@r"] > before["map@r"] + 0.01, (before, after)

@@ -1,0 +1,34 @@
+"""Shared by the learning tests: retrieval metrics of a model before and after a short ``fit``."""
+
+from typing import Iterable
+
+import keras
+import tensorflow as tf
+
+from zoo.callbacks import embed_dataset
+from zoo.data import ImageSet, eval_pipeline
+from zoo.metrics import evaluate
+
+
+def fit_and_measure(
+    model: keras.Model,
+    train_data: tf.data.Dataset,
+    image_sets: dict[str, ImageSet],
+    *,
+    steps: int,
+    metrics: Iterable[str],
+    epochs: int = 1,
+    callbacks: Iterable[keras.callbacks.Callback] = (),
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """``(before, after)``: ``metrics`` of each named image set, before and after ``steps`` x ``epochs`` steps."""
+    metrics = tuple(metrics)
+
+    def measure() -> dict[str, dict[str, float]]:
+        return {
+            name: evaluate(*embed_dataset(model, eval_pipeline(image_set, model.input_size, 256)), metrics=metrics)
+            for name, image_set in image_sets.items()
+        }
+
+    before = measure()
+    model.fit(train_data, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=list(callbacks))
+    return before, measure()
