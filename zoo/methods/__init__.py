@@ -18,6 +18,17 @@ from zoo.methods.metric_model import MetricModel
 
 METHODS: dict[str, type[keras.Model]] = {"triplet": MetricModel}
 
+# The protocol of every ``<method>_digits`` preset: tiny_cnn from scratch, 32 px, 64-d, on digits. Its
+# BatchNorm is frozen: the moving statistics lag behind in runs of a few dozen steps.
+DIGITS_PROTOCOL: dict[str, Any] = {
+    "backbone": "tiny_cnn",
+    "backbone_weights": None,
+    "freeze_batchnorm": True,
+    "dataset": "digits",
+    "embedding_dim": 64,
+    "input_size": 32,
+}
+
 # Losses built with the number of training classes (given by name in a method's hyperparameters).
 CLASS_AWARE_LOSSES = ("proxy-nca",)
 

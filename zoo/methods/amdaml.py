@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops
-from zoo.methods import register_method
+from zoo.methods import DIGITS_PROTOCOL, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -315,12 +315,7 @@ PRESETS: list[dict[str, Any]] = [
         "name": "amdaml_digits",
         "method": "amdaml",
         "paper": _PAPER,
-        "backbone": "tiny_cnn",
-        "backbone_weights": None,
-        "freeze_batchnorm": True,  # tiny_cnn's BatchNorm moving statistics lag behind in runs this short
-        "dataset": "digits",
-        "embedding_dim": 64,
-        "input_size": 32,
+        **DIGITS_PROTOCOL,
         # The paper's alpha, beta, lambda, lambda1, lambda2, eps (Sec. IV.2, IV.6); pre-training 40 of 60 steps.
         "hyperparameters": {"pretrain_steps": 40},
         # Adam 5e-4, 80-image batches, 60 steps: on the unseen digits MAP@R dips, peaks near 60 steps

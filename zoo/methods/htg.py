@@ -42,7 +42,7 @@ from keras import layers
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import register_method
+from zoo.methods import DIGITS_PROTOCOL, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -225,12 +225,7 @@ PRESETS: list[dict[str, Any]] = [
         "name": "htg_digits",
         "method": "htg",
         "paper": _PAPER,
-        "backbone": "tiny_cnn",
-        "backbone_weights": None,
-        "freeze_batchnorm": True,  # tiny_cnn's BatchNorm moving statistics lag behind in runs this short
-        "dataset": "digits",
-        "embedding_dim": 64,
-        "input_size": 32,
+        **DIGITS_PROTOCOL,
         "hyperparameters": {},
         # Adam 5e-4 for F, 80-image batches, 30 steps: on the unseen digits MAP@R dips, peaks near 30 steps
         # (0.51 vs 0.48 untrained) and then falls back to 0.46-0.49 by 100 steps as the 5 training digits

@@ -60,7 +60,7 @@ from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler
 from zoo.data.pipeline import augmented_batches
-from zoo.methods import register_method
+from zoo.methods import DIGITS_PROTOCOL, register_method
 from zoo.methods.metric_model import MetricModel
 
 # The pairwise losses PROFS is defined with (Sec. 5.3): C-, T-, M-, L-, N- and A-PROFS.
@@ -446,12 +446,7 @@ PRESETS = [
         "name": "profs_digits",
         "method": "profs",
         "paper": _PAPER,
-        "backbone": "tiny_cnn",
-        "backbone_weights": None,
-        "freeze_batchnorm": True,  # tiny_cnn's BatchNorm statistics lag the few hundred steps of a digits run
-        "dataset": "digits",
-        "embedding_dim": 64,
-        "input_size": 32,
+        **DIGITS_PROTOCOL,
         "hyperparameters": {**_PAPER_HYPERPARAMETERS},
         # 40 steps: on the unseen digits MAP@R peaks there and then declines (0.50 at 55 steps, 0.43 at 330)
         "training": {"epochs": 4, "steps_per_epoch": 10, "classes_per_batch": 5, "images_per_class": 16,

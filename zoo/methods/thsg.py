@@ -53,7 +53,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import register_method
+from zoo.methods import DIGITS_PROTOCOL, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -517,12 +517,7 @@ PRESETS: list[dict[str, Any]] = [
         "name": "thsg_digits",
         "method": "thsg",
         "paper": _PAPER,
-        "backbone": "tiny_cnn",
-        "backbone_weights": None,
-        "freeze_batchnorm": True,  # tiny_cnn's BatchNorm statistics lag behind in short runs
-        "dataset": "digits",
-        "embedding_dim": 64,
-        "input_size": 32,
+        **DIGITS_PROTOCOL,
         "hyperparameters": {},  # the paper's defaults (Table 2, CUB-200 row)
         "training": {"epochs": 12, "classes_per_batch": 5, "images_per_class": 8, "learning_rate": 5e-4,
                      "eval_every": 4},

@@ -42,7 +42,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler, train_pipeline
-from zoo.methods import register_method
+from zoo.methods import DIGITS_PROTOCOL, register_method
 from zoo.methods.metric_model import MetricModel
 
 _EXCLUDED = float("-inf")  # the score that ranks a masked-out entry after every candidate
@@ -271,12 +271,7 @@ PRESETS: list[dict[str, Any]] = [
         "name": "topk_digits",
         "method": "topk",
         "paper": _PAPER,
-        "backbone": "tiny_cnn",
-        "backbone_weights": None,
-        "freeze_batchnorm": True,
-        "dataset": "digits",
-        "embedding_dim": 64,
-        "input_size": 32,
+        **DIGITS_PROTOCOL,
         # digits has 5 training classes: at most 11 images each fill 55, not 64.
         "hyperparameters": {**_PAPER_HYPERPARAMETERS, "batch_size": 55},
         # Frozen BatchNorm, Adam 5e-5, 60 steps. In runs this short BatchNorm's moving statistics lag, and

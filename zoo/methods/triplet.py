@@ -6,6 +6,8 @@ configs use the shared benchmark protocol of the zoo's papers (InceptionV3, 512-
 
 from __future__ import annotations
 
+from zoo.methods import DIGITS_PROTOCOL
+
 # Digits (5 training classes, 900 images): the net separates them within a few dozen steps and
 # then overfits; frozen BatchNorm, a low rate and 30 steps keep the small gain on digits 5-9.
 _DIGITS_TRAINING = {"epochs": 2, "steps_per_epoch": 15, "classes_per_batch": 5, "images_per_class": 16,
@@ -17,12 +19,7 @@ PRESETS = [
         "name": "triplet_digits",
         "method": "triplet",
         "paper": "FaceNet (Schroff et al., CVPR 2015) triplet loss, random triplets",
-        "backbone": "tiny_cnn",
-        "backbone_weights": None,
-        "dataset": "digits",
-        "freeze_batchnorm": True,
-        "embedding_dim": 64,
-        "input_size": 32,
+        **DIGITS_PROTOCOL,
         "hyperparameters": {"loss": "triplet", "miner": "random"},
         "training": _DIGITS_TRAINING,
         "command": "zoo train --method triplet --dataset digits --publish triplet_digits",
