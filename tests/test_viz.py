@@ -64,15 +64,15 @@ def test_nearest_neighbors_rank_like_the_metrics_with_the_query_excluded():
     labels = rng.integers(0, 4, 40)
     queries = np.array([3, 7, 20])
     indices, distances = viz.nearest_neighbors(x, labels, queries, k=6)
-    ranking = metrics.compute_ranking(metrics._normalise(x), labels, k=6)
+    ranking = metrics.compute_ranking(metrics.l2_normalise(x), labels, k=6)
     np.testing.assert_array_equal(indices, ranking.neighbors[queries])
     np.testing.assert_allclose(distances, np.sqrt(np.maximum(2 - 2 * ranking.similarities[queries], 0)), atol=1e-5)
     assert indices[0, 0] == 7 and indices[1, 0] == 3 and distances[0, 0] < 1e-3
 
     gallery = rng.standard_normal((10, 5)).astype(np.float32)
     indices, _ = viz.nearest_neighbors(x, labels, queries, 4, gallery, np.arange(10) % 4)
-    unit = metrics._normalise(gallery)
-    np.testing.assert_array_equal(indices, np.argsort(-(metrics._normalise(x[queries]) @ unit.T), axis=1)[:, :4])
+    unit = metrics.l2_normalise(gallery)
+    np.testing.assert_array_equal(indices, np.argsort(-(metrics.l2_normalise(x[queries]) @ unit.T), axis=1)[:, :4])
     with pytest.raises(ValueError, match="k=40 must be between 1 and the number of references per query"):
         viz.nearest_neighbors(x, labels, queries, k=40)
 

@@ -140,8 +140,8 @@ def evaluate(
     precision_ks = _check_ks("precision", precision_ks, num_references) if "precision" in metrics else ()
     gpu = gpu_resources(use_gpu)
     query_labels, ref_labels = _encode_labels(query_labels, ref_labels)
-    queries = _normalise(queries)
-    references = queries if same_set else _normalise(references)
+    queries = l2_normalise(queries)
+    references = queries if same_set else l2_normalise(references)
 
     results: dict[str, float] = {}
     rank_metrics = [name for name in RANK_METRICS if name in metrics]
@@ -494,7 +494,7 @@ def _encode_labels(query_labels: np.ndarray, reference_labels: np.ndarray) -> tu
     return ids[: len(query_labels)], ids[len(query_labels) :]
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm, as C-contiguous float32 (zero rows stay zero)."""
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)

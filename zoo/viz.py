@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tensorboard.plugins import projector
 
 from zoo.callbacks import embed_dataset
-from zoo.metrics import _normalise, compute_ranking
+from zoo.metrics import l2_normalise, compute_ranking
 
 THUMBNAIL = 96  # side in pixels of each image of a retrieval grid
 BORDER = 4  # width of a grid frame
@@ -152,14 +152,14 @@ def nearest_neighbors(
         ValueError: k is not between 1 and the number of references per query.
     """
     same_set = reference_embeddings is None
-    references = _normalise(embeddings if same_set else reference_embeddings)
+    references = l2_normalise(embeddings if same_set else reference_embeddings)
     reference_labels = np.asarray(labels if same_set else reference_labels, np.int64)
     num_references = len(references) - same_set
     if not 1 <= k <= num_references:
         raise ValueError(f"k={k} must be between 1 and the number of references per query ({num_references})")
     query_indices = np.asarray(query_indices, np.int64)
     ranking = compute_ranking(
-        _normalise(np.asarray(embeddings)[query_indices]),
+        l2_normalise(np.asarray(embeddings)[query_indices]),
         np.asarray(labels, np.int64)[query_indices],
         references,
         reference_labels,
@@ -305,7 +305,7 @@ def projection_method(method: str, num_points: int) -> str:
 
 def project_2d(embeddings: np.ndarray, method: str = "auto", seed: int = 0) -> np.ndarray:
     """(N, 2) coordinates of the unit embeddings by t-SNE or PCA (:func:`projection_method`)."""
-    points = _normalise(embeddings)
+    points = l2_normalise(embeddings)
     if projection_method(method, len(points)) == "pca":
         from sklearn.decomposition import PCA
 
