@@ -48,6 +48,21 @@ def embed_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndar
     return np.concatenate(embeddings).astype(np.float32), np.concatenate(labels).astype(np.int64)
 
 
+def embed_for_retrieval(
+    model: keras.Model, dataset: tf.data.Dataset, reference_dataset: tf.data.Dataset | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Query embeddings and labels, and the gallery's as :func:`zoo.metrics.evaluate`'s keyword arguments.
+
+    Returns:
+        ``(embeddings, labels, reference)``; ``reference`` holds ``reference_embeddings`` and
+        ``reference_labels`` of ``reference_dataset``, or is empty without one.
+    """
+    reference = {}
+    if reference_dataset is not None:
+        reference["reference_embeddings"], reference["reference_labels"] = embed_dataset(model, reference_dataset)
+    return (*embed_dataset(model, dataset), reference)
+
+
 class RetrievalEvaluation(keras.callbacks.Callback):
     """Retrieval and clustering metrics of the model every N epochs and at the last epoch.
 
@@ -105,7 +120,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         last_epoch = epoch + 1 == self.params.get("epochs")
         if (epoch + 1) % self.every_n_epochs and not last_epoch:
             return
-        embeddings, labels, reference = self._embed()
+        embeddings, labels, reference = embed_for_retrieval(self.model, self.dataset, self.reference_dataset)
         results = evaluate(embeddings, labels, **reference, **self.evaluate_kwargs)
         named = {f"{self.prefix}{name}": value for name, value in results.items()}
         if logs is not None:
@@ -118,17 +133,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
 
     def evaluate_model(self) -> dict[str, float]:
         """Embed the dataset(s) with the current weights and return :func:`zoo.metrics.evaluate`."""
-        embeddings, labels, reference = self._embed()
+        embeddings, labels, reference = embed_for_retrieval(self.model, self.dataset, self.reference_dataset)
         return evaluate(embeddings, labels, **reference, **self.evaluate_kwargs)
-
-    def _embed(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        """Query embeddings and labels, and ``reference_embeddings``/``reference_labels`` (if a gallery)."""
-        reference = {}
-        if self.reference_dataset is not None:
-            reference["reference_embeddings"], reference["reference_labels"] = embed_dataset(
-                self.model, self.reference_dataset
-            )
-        return (*embed_dataset(self.model, self.dataset), reference)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._writer is not None:

@@ -76,24 +76,17 @@ def _export(args: argparse.Namespace) -> None:
 
 def _show(args: argparse.Namespace) -> None:
     from zoo import viz
-    from zoo.callbacks import embed_dataset
-    from zoo.data import eval_pipeline
-    from zoo.training import TrainConfig, evaluation_sets
+    from zoo.callbacks import embed_for_retrieval
+    from zoo.training import TrainConfig, evaluation_pipelines, evaluation_sets
 
     model = load_model(args.model)
     config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=input_size(model))
     queries, gallery = evaluation_sets(config)
-    query_data = eval_pipeline(queries, config.input_size, config.eval_batch_size)
-    embeddings, labels = embed_dataset(model, query_data)
-    reference = {}
-    if gallery is not None:
-        reference["reference_dataset"] = eval_pipeline(gallery, config.input_size, config.eval_batch_size)
-        reference["reference_embeddings"], reference["reference_labels"] = embed_dataset(
-            model, reference["reference_dataset"]
-        )
+    query_data, gallery_data = evaluation_pipelines(queries, gallery, config)
+    embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
     grid = viz.grid_from_embeddings(
         embeddings, labels, query_data, args.n_queries, args.k, class_names=queries.class_names, seed=args.seed,
-        **reference,
+        reference_dataset=gallery_data, **reference,
     )
     print(f"retrieval grid ({args.n_queries} queries x {args.k} neighbours) written to {viz.save_png(grid, args.out)}")
     if args.map:

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from zoo import registry
-from zoo.callbacks import EpochLog, RetrievalEvaluation, embed_dataset
+from zoo.callbacks import EpochLog, RetrievalEvaluation, embed_for_retrieval
 from zoo.data import ImageSet, eval_pipeline, load_dataset
 from zoo.methods import build_model
 from zoo.metrics import evaluate
@@ -92,16 +92,18 @@ def evaluation_sets(config: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
 
 def measure(model: keras.Model, queries: ImageSet, gallery: ImageSet | None, config: TrainConfig) -> dict[str, float]:
     """All retrieval metrics of ``model`` on the evaluation split(s)."""
-    embeddings, labels = embed_dataset(model, eval_pipeline(queries, config.input_size, config.eval_batch_size))
-    ks = {"recall_ks": config.recall_ks, "precision_ks": config.precision_ks, "seed": config.seed}
-    if gallery is None:
-        return evaluate(embeddings, labels, **ks)
-    gallery_embeddings, gallery_labels = embed_dataset(
-        model, eval_pipeline(gallery, config.input_size, config.eval_batch_size)
-    )
-    return evaluate(
-        embeddings, labels, reference_embeddings=gallery_embeddings, reference_labels=gallery_labels, **ks
-    )
+    query_data, gallery_data = evaluation_pipelines(queries, gallery, config)
+    embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
+    return evaluate(embeddings, labels, **reference, recall_ks=config.recall_ks, precision_ks=config.precision_ks,
+                    seed=config.seed)
+
+
+def evaluation_pipelines(
+    queries: ImageSet, gallery: ImageSet | None, config: TrainConfig
+) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+    """The center-cropped batches of the queries and, if any, of the gallery."""
+    gallery_data = None if gallery is None else eval_pipeline(gallery, config.input_size, config.eval_batch_size)
+    return eval_pipeline(queries, config.input_size, config.eval_batch_size), gallery_data
 
 
 def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:
@@ -145,14 +147,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_data = model.make_train_dataset(
         train_set, config.input_size, config.classes_per_batch, config.images_per_class, seed=config.seed
     )
-    eval_data = eval_pipeline(queries, config.input_size, config.eval_batch_size)
-    reference = {} if gallery is None else {
-        "reference_dataset": eval_pipeline(gallery, config.input_size, config.eval_batch_size)
-    }
+    eval_data, gallery_data = evaluation_pipelines(queries, gallery, config)
     callbacks = [
         *model.training_callbacks(),
         RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), log_images=True,
-                            recall_ks=config.recall_ks, precision_ks=config.precision_ks, **reference),
+                            reference_dataset=gallery_data, recall_ks=config.recall_ks,
+                            precision_ks=config.precision_ks),
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
         EpochLog(str(run_dir / "history.jsonl")),
