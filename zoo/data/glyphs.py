@@ -22,6 +22,13 @@ symbols (see :data:`BLOCKS`). The build is deterministic for given package versi
 font files, Pillow and FreeType, numpy); it runs once into a cache folder
 (``$ZOO_CACHE/glyphs`` or ``~/.keras/datasets/zoo_glyphs``), in a file named after a hash of the
 build parameters, the library versions and the font files, and later loads read that file.
+
+Size (matplotlib 3.11's fonts, Pillow 13 / FreeType 2.14): 352 train and 308 test classes of 24
+images (15,840 in all, a 7 MB cache file), built in about 15 s on two CPU cores, loaded in
+under a second. Raw pixels (L2-normalised) retrieve the test classes at MAP@R 0.035, R@1 0.32;
+tiny_cnn trained 600 steps with the contrastive loss reaches MAP@R 0.18, R@1 0.56.
+Known limit: near-homoglyphs that no font draws pixel-identically stay apart as classes (e.g.
+Greek Delta, train, and the increment sign, test; colon and the Armenian full stop).
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ import os
 import unicodedata
 from pathlib import Path
 
+import keras
 import numpy as np
+import PIL
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
 from zoo.data import ImageSet, build_image_set
 
@@ -141,11 +151,9 @@ def _mapped_characters(path: Path, candidates: list[int]) -> list[int]:
     return [code for code in candidates if code in cmap and _names_character(cmap[code], code)]
 
 
-def _render(font, code: int, size: int) -> np.ndarray | None:
+def _render(font: ImageFont.FreeTypeFont, code: int, size: int) -> np.ndarray | None:
     """One character, white on black, its ink box centred in a ``size`` square (scaled down to
     :data:`MAX_EXTENT` of it when larger); None when it has no ink or too little extent."""
-    from PIL import Image, ImageDraw
-
     canvas = Image.new("L", (4 * size, 4 * size), 0)
     ImageDraw.Draw(canvas).text((2 * size, 2 * size), chr(code), fill=255, font=font, anchor="mm")
     box = canvas.getbbox()
@@ -176,9 +184,6 @@ def render_fonts(image_size: int = IMAGE_SIZE, progress: bool = True) -> dict[in
         font file order; renderings identical to an earlier font's, or to the font's .notdef, are
         left out.
     """
-    import keras
-    from PIL import ImageFont
-
     size = RENDER_SCALE * image_size
     candidates = candidate_characters()
     paths = font_files()
@@ -223,8 +228,6 @@ def augment(glyph: np.ndarray, image_size: int, rng: np.random.Generator) -> np.
     Returns:
         A uint8 (image_size, image_size) image.
     """
-    from PIL import Image, ImageFilter
-
     image = Image.fromarray(glyph)
     weight = rng.uniform(*STROKE_WEIGHT)
     image = Image.blend(image, image.filter(ImageFilter.MaxFilter(3) if weight > 0 else ImageFilter.MinFilter(3)),
@@ -250,7 +253,7 @@ def augment(glyph: np.ndarray, image_size: int, rng: np.random.Generator) -> np.
 
 def build_glyphs(image_size: int = IMAGE_SIZE, images_per_class: int = IMAGES_PER_CLASS, seed: int = 0,
                  progress: bool = True) -> dict[str, np.ndarray]:
-    """Build the whole dataset (both splits).
+    """Build the whole dataset (both splits), with progress bars over the fonts and the classes.
 
     Class ``c`` gets ``images_per_class`` images: image ``i`` augments its ``i mod R``-th of R
     distinct renderings, with a generator seeded by ``(seed, c)`` alone.
@@ -264,12 +267,15 @@ def build_glyphs(image_size: int = IMAGE_SIZE, images_per_class: int = IMAGES_PE
                          f"and {image_size}")
     renderings = render_fonts(image_size, progress)
     classes = select_classes(renderings)
+    bar = keras.utils.Progbar(len(classes), unit_name="class") if progress else None
     images = np.empty((len(classes) * images_per_class, image_size, image_size), np.uint8)
     for index, code in enumerate(classes):
         rng = np.random.default_rng([seed, code])
         glyphs = renderings[code]
         for i in range(images_per_class):
             images[index * images_per_class + i] = augment(glyphs[i % len(glyphs)], image_size, rng)
+        if bar is not None:
+            bar.add(1)
     return {"images": images, "codes": np.repeat(np.array(classes, np.int32), images_per_class)}
 
 
@@ -282,9 +288,6 @@ def default_cache_dir() -> Path:
 def cache_path(cache_dir: str | os.PathLike | None = None, **build_options) -> Path:
     """The cache file of a build: named after a hash of its options, of the settings of this module,
     of the versions of Pillow, FreeType and numpy and of the font files' bytes."""
-    import PIL
-    from PIL import features
-
     settings = {name: value for name, value in globals().items() if name.isupper() and not name.startswith("_")}
     digest = hashlib.sha256(json.dumps(
         [build_options, settings, PIL.__version__, features.version("freetype2"), np.__version__],
