@@ -1,10 +1,18 @@
-"""Triplet miners: pick (anchor, positive, negative) index triplets from a batch.
+"""Miners: pick the pairs or (anchor, positive, negative) triplets of a batch that a loss sees.
 
-A miner sees the (global) batch's embeddings and labels and returns three int32 index vectors
-of equal length. It never carries gradients (distances are computed on stopped embeddings) and
+A miner sees the (global) batch's embeddings and labels. ``miner(embeddings, labels, seed)``
+returns three int32 index vectors of equal length (the triplets); :meth:`Miner.pair_masks` and
+:meth:`Miner.triplet_mask` give the same choice as boolean masks, which is how the zoo's losses
+consume it (static shapes). A miner never carries gradients (it works on stopped embeddings) and
 draws its random numbers from a stateless seed, so every replica of a ``tf.distribute`` strategy
-mines the same triplets. These are the miners the THSG paper compares (Tables 6-8: random,
-semi-hard, soft-hard, distance-weighted), plus batch-hard.
+mines the same triplets.
+
+Two kinds: triplet miners pick index triplets (the THSG paper's Tables 6-8: random, semi-hard,
+soft-hard, distance-weighted, plus batch-hard); pair miners pick positive and negative pairs as
+masks and also work against reference embeddings (a cross-batch memory): ``"all"`` (every valid
+pair or triplet, pytorch-metric-learning's behaviour without a miner) and ``"multi-similarity"``
+(Wang et al. 2019). Pairs are converted to triplets as PML does: every (a, p, n) with (a, p) a
+mined positive and (a, n) a mined negative pair.
 """
 
 from __future__ import annotations
@@ -13,9 +21,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from zoo import distances as distances_lib
 from zoo import ops
 
 Triplets = tuple[tf.Tensor, tf.Tensor, tf.Tensor]
+PairMasks = tuple[tf.Tensor, tf.Tensor]
 _NEG_INF = -1e9
 
 
@@ -26,8 +36,31 @@ def _positive_pairs(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor,
     return pairs[:, 0], pairs[:, 1], positives, negatives
 
 
+def candidate_pairs(
+    labels: tf.Tensor, ref_labels: tf.Tensor | None = None, comparable: tf.Tensor | None = None
+) -> PairMasks:
+    """(N, M) masks of every valid positive (same label) and negative (other label) pair.
+
+    Without references a sample is not its own positive; with references (``ref_labels``),
+    ``comparable`` (N, M) bool says which pairs exist (a memory's filled slots, not oneself).
+    """
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    if ref_labels is None:
+        return ops.same_class_masks(labels)
+    same = tf.equal(labels[:, None], tf.reshape(tf.cast(ref_labels, tf.int32), [-1])[None, :])
+    if comparable is not None:
+        return same & comparable, ~same & comparable
+    return same, ~same
+
+
+def _scatter_mask(indices: tf.Tensor, shape: list) -> tf.Tensor:
+    """A bool tensor of ``shape``, True at the rows of ``indices`` (K, rank)."""
+    ones = tf.ones(tf.shape(indices)[:1], tf.int32)
+    return tf.scatter_nd(tf.cast(indices, tf.int32), ones, tf.stack(shape)) > 0
+
+
 class Miner:
-    """Base class: subclasses implement :meth:`mine` on stopped float32 embeddings."""
+    """Base class of the triplet miners: subclasses implement :meth:`mine` on stopped float32 embeddings."""
 
     name = "miner"
 
@@ -41,8 +74,126 @@ class Miner:
     def mine(self, embeddings: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor) -> Triplets:
         raise NotImplementedError
 
+    def pair_masks(
+        self,
+        embeddings: tf.Tensor,
+        labels: tf.Tensor,
+        seed: tf.Tensor,
+        ref_embeddings: tf.Tensor | None = None,
+        ref_labels: tf.Tensor | None = None,
+        comparable: tf.Tensor | None = None,
+    ) -> PairMasks:
+        """The mined positive and negative pairs as (N, M) masks: the (a, p) and (a, n) of each triplet."""
+        self._check_no_references(ref_embeddings)
+        a, p, neg = self(embeddings, labels, seed)
+        n = tf.shape(embeddings)[0]
+        return _scatter_mask(tf.stack([a, p], 1), [n, n]), _scatter_mask(tf.stack([a, neg], 1), [n, n])
+
+    def triplet_mask(
+        self,
+        embeddings: tf.Tensor,
+        labels: tf.Tensor,
+        seed: tf.Tensor,
+        ref_embeddings: tf.Tensor | None = None,
+        ref_labels: tf.Tensor | None = None,
+        comparable: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """The mined triplets as an (N, M, M) mask over (anchor, positive, negative)."""
+        self._check_no_references(ref_embeddings)
+        n = tf.shape(embeddings)[0]
+        return _scatter_mask(tf.stack(self(embeddings, labels, seed), 1), [n, n, n])
+
+    def _check_no_references(self, ref_embeddings: tf.Tensor | None) -> None:
+        if ref_embeddings is not None:
+            raise ValueError(f"the {self.name!r} miner mines within the batch; with references use 'all' or "
+                             "'multi-similarity'")
+
     def get_config(self) -> dict[str, Any]:
         return {"margin": self.margin}
+
+
+class PairMiner(Miner):
+    """Base class of the pair miners: subclasses implement :meth:`mine_pairs` on the candidate pair masks."""
+
+    default_distance = "euclidean"
+
+    def __init__(self, distance: str | dict | distances_lib.Distance | None = None):
+        self.distance = distances_lib.get(distance, self.default_distance)
+
+    def mine_pairs(self, matrix: tf.Tensor, positives: tf.Tensor, negatives: tf.Tensor) -> PairMasks:
+        raise NotImplementedError
+
+    def pair_masks(self, embeddings, labels, seed, ref_embeddings=None, ref_labels=None, comparable=None):
+        embeddings = tf.stop_gradient(tf.cast(embeddings, tf.float32))
+        refs = None if ref_embeddings is None else tf.stop_gradient(tf.cast(ref_embeddings, tf.float32))
+        positives, negatives = candidate_pairs(labels, ref_labels, comparable)
+        return self.mine_pairs(self.distance(embeddings, refs), positives, negatives)
+
+    def triplet_mask(self, embeddings, labels, seed, ref_embeddings=None, ref_labels=None, comparable=None):
+        positives, negatives = self.pair_masks(embeddings, labels, seed, ref_embeddings, ref_labels, comparable)
+        return positives[:, :, None] & negatives[:, None, :]
+
+    def mine(self, embeddings, labels, seed):
+        triplets = tf.cast(tf.where(self.triplet_mask(embeddings, labels, seed)), tf.int32)
+        return triplets[:, 0], triplets[:, 1], triplets[:, 2]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"distance": distances_lib.serialize(self.distance)}
+
+
+class AllMiner(PairMiner):
+    """Every valid pair and triplet of the batch: what pytorch-metric-learning's losses use without a miner."""
+
+    name = "all"
+
+    def __init__(self):
+        super().__init__()
+
+    def pair_masks(self, embeddings, labels, seed, ref_embeddings=None, ref_labels=None, comparable=None):
+        return candidate_pairs(labels, ref_labels, comparable)
+
+    def get_config(self):
+        return {}
+
+
+class MultiSimilarityMiner(PairMiner):
+    """Multi-similarity pair mining (Wang et al., "Multi-Similarity Loss with General Pair Weighting for
+    Deep Metric Learning", CVPR 2019, eq. 5-6), as pytorch-metric-learning's ``MultiSimilarityMiner``.
+
+    With a similarity S: a negative pair is kept when ``S_an + epsilon > min_p S_ap`` (eq. 5), a
+    positive pair when ``S_ap - epsilon < max_n S_an`` (eq. 6); with a distance the inequalities
+    turn around. Cosine similarity by default.
+    """
+
+    name = "multi-similarity"
+    default_distance = "cosine"
+
+    def __init__(self, epsilon: float = 0.1, distance: str | dict | distances_lib.Distance | None = None):
+        super().__init__(distance)
+        self.epsilon = float(epsilon)
+
+    def mine_pairs(self, matrix, positives, negatives):
+        eps = self.epsilon
+        if self.distance.is_inverted:  # similarities: the nearest negative has the largest value
+            hard_positives = positives & (matrix - eps < _row_max(matrix, negatives))
+            hard_negatives = negatives & (matrix + eps > _row_min(matrix, positives))
+        else:
+            hard_positives = positives & (matrix + eps > _row_min(matrix, negatives))
+            hard_negatives = negatives & (matrix - eps < _row_max(matrix, positives))
+        return hard_positives, hard_negatives
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _row_max(matrix: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """(N, 1) largest masked entry of each row; -inf for an empty row (no pair passes a comparison with it)."""
+    return tf.reduce_max(tf.where(mask, matrix, -float("inf")), axis=1, keepdims=True)
+
+
+def _row_min(matrix: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """(N, 1) smallest masked entry of each row; +inf for an empty row."""
+    return tf.reduce_min(tf.where(mask, matrix, float("inf")), axis=1, keepdims=True)
 
 
 class RandomMiner(Miner):
@@ -165,7 +316,10 @@ class DistanceWeightedMiner(Miner):
 
 
 MINERS: dict[str, type[Miner]] = {
-    cls.name: cls for cls in (RandomMiner, SemiHardMiner, SoftHardMiner, HardMiner, DistanceWeightedMiner)
+    cls.name: cls
+    for cls in (
+        AllMiner, MultiSimilarityMiner, RandomMiner, SemiHardMiner, SoftHardMiner, HardMiner, DistanceWeightedMiner
+    )
 }
 
 

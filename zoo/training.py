@@ -206,8 +206,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
-    parser.add_argument("--loss", help="metric loss of the baseline (triplet, contrastive, margin, ...)")
-    parser.add_argument("--miner", help="random, semi-hard, soft-hard, hard, distance-weighted")
+    parser.add_argument("--loss", help="metric loss of the baseline: triplet (default: PML's, all triplets), "
+                        "contrastive, multi-similarity, margin, circle, supcon, proxy-anchor, ... (zoo.losses.LOSSES)")
+    parser.add_argument("--miner", help="all (default: every pair/triplet), multi-similarity, random, semi-hard "
+                        "(collapses from scratch), soft-hard, hard, distance-weighted")
     parser.add_argument("--backbone", help="tiny_cnn, resnet50, inception_v3")
     parser.add_argument("--backbone-weights", help="'imagenet', 'none' or a local weights file")
     parser.add_argument("--embedding-dim", type=int)

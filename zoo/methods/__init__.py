@@ -29,8 +29,9 @@ DIGITS_PROTOCOL: dict[str, Any] = {
     "input_size": 32,
 }
 
-# Losses built with the number of training classes (given by name in a method's hyperparameters).
-CLASS_AWARE_LOSSES = ("proxy-nca",)
+# Losses built with the number of training classes (given by name in a method's hyperparameters):
+# those whose class declares ``needs_num_classes`` (the proxy and classifier losses).
+CLASS_AWARE_LOSSES: tuple[str, ...] = losses.CLASS_AWARE_LOSSES
 
 # One module per method; each defines its model class (registered below) and its PRESETS.
 METHOD_MODULES = ("triplet", "thsg", "topk", "profs", "amdaml", "htg")

@@ -99,7 +99,7 @@ class HTG(MetricModel):
         embedding_net: keras.Model,
         *,
         num_classes: int,
-        loss: str | dict | losses_lib.MetricLoss = "triplet",
+        loss: str | dict | losses_lib.MetricLoss = "facenet-triplet",
         miner: str | None = None,
         b: float = 1.0,
         hidden_units: int = 512,
@@ -108,7 +108,7 @@ class HTG(MetricModel):
         seed: int = 0,
         **kwargs: Any,
     ):
-        if loss == "triplet" and miner is None:
+        if loss == "facenet-triplet" and miner is None:
             miner = "random"
         super().__init__(embedding_net, loss=loss, miner=miner, seed=seed, **kwargs)
         if not isinstance(self.metric_loss, losses_lib.TripletLoss):

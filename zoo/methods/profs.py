@@ -277,7 +277,7 @@ class ProfsModel(MetricModel):
         embedding_net: keras.Model,
         *,
         num_classes: int,
-        loss: str | dict | losses_lib.MetricLoss = "triplet",
+        loss: str | dict | losses_lib.MetricLoss = "facenet-triplet",
         miner: str | None = None,
         proximal_weight: float = 1e-3,
         rho: int = 6,
@@ -440,7 +440,7 @@ class ProfsModel(MetricModel):
 _PAPER = "PROFS (Can, Gürbüz, Alatan 2019): alternating projections onto feasible sets, T-PROFS-HNCM"
 # Sec. 5.2: batch 128 with I = 2 images per class (the ablation's I, Sec. 5.4), 100 epochs,
 # Adam lr 1e-4 for SOP and 1e-5 for CUB-200 / CARS196; 512-d embedding on 224 px crops.
-_PAPER_HYPERPARAMETERS = {"loss": "triplet", "miner": "hard", "proximal_weight": 1e-3, "rho": 6,
+_PAPER_HYPERPARAMETERS = {"loss": "facenet-triplet", "miner": "hard", "proximal_weight": 1e-3, "rho": 6,
                           "hard_negative_class_mining": True}
 
 PRESETS = [

@@ -225,7 +225,7 @@ class THSG(MetricModel):
             discriminator_learning_rate=discriminator_learning_rate, generator_learning_rate=generator_learning_rate,
             weight_decay=weight_decay, pretrain_epochs=pretrain_epochs,
         )
-        super().__init__(embedding_net, loss=losses_lib.TripletLoss(miner=miner, margin=margin), seed=seed, **kwargs)
+        super().__init__(embedding_net, loss=losses_lib.facenet_triplet_loss(miner, margin), seed=seed, **kwargs)
         self.num_classes = int(num_classes)
         self.margin, self.alpha, self.gamma, self.eta = float(margin), float(alpha), float(gamma), float(eta)
         self.beta, self.mu, self.phi, self.nu = float(beta), float(mu), float(phi), float(nu)
