@@ -127,7 +127,7 @@ def train_zoo(setup: LossSetup, batches: list[tuple[np.ndarray, np.ndarray]], te
 
 
 def retrieval(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return evaluate(embeddings, labels, metrics=("map@r", "precision@1"), precision_ks=(1,))
+    return evaluate(embeddings, labels, metrics=("map@r", "precision"), precision_ks=(1,))
 
 
 def main() -> None:
