@@ -433,6 +433,7 @@ class KerasMetricLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         seed = tf.cast(self.seed_generator.next(), tf.int64)
+        ops.check_batch_sizes(y_pred, y_true, inputs_name="embeddings")
         loss = self.metric_loss(y_pred, tf.reshape(y_true, [-1]), seed)
         if self.metric_loss.trainable_weights:
             raise ValueError(

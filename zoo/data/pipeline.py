@@ -8,7 +8,9 @@ when the set's ``allow_flip``), at the center for evaluation.
 
 Training batches are P classes x K images from :class:`PKSampler`. All randomness (the
 sampler and the crop/flip draws) comes from numpy generators seeded by ``seed``, and the
-parallel map keeps order, so a pipeline is deterministic for its seed.
+parallel map keeps order, so a pipeline is deterministic for its seed. ``first_step`` starts the
+stream at a later batch (the draws of the skipped batches are made, their images never loaded),
+so a resumed run sees the batches the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def _resize_crop(image: tf.Tensor, image_size: int, offset: tf.Tensor, flip: tf.
 
 
 def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int,
-                   seed: int = 0, *, sampler_cls: Callable[..., PKSampler] = PKSampler) -> tf.data.Dataset:
+                   seed: int = 0, *, sampler_cls: Callable[..., PKSampler] = PKSampler,
+                   first_step: int | Callable[[], int] = 0) -> tf.data.Dataset:
     """Endless class-balanced training batches with random crops (and flips when allowed).
 
     Args:
@@ -127,6 +130,8 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
         sampler_cls: the batch sampler, called as ``sampler_cls(labels, classes_per_batch,
             images_per_class, seed)``: a :class:`PKSampler` subclass (or a ``functools.partial``
             of one) for methods with their own batch construction.
+        first_step: index of the first batch of the stream, or a function returning it each time
+            iteration starts (a model's optimizer step, so that a resumed ``fit`` continues the stream).
 
     Returns:
         A dataset of ``(float32 (P*K, S, S, 3) images in [0, 255], int32 (P*K,) labels)`` with a
@@ -142,7 +147,7 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
         for indices in sampler:
             yield indices, rng
 
-    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches)
+    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches, first_step=first_step)
 
 
 def augmented_batches(
@@ -151,6 +156,7 @@ def augmented_batches(
     batch_size: int,
     index_batches: Callable[[], Iterator[tuple]],
     extra_dtypes: tuple[tf.DType, ...] = (),
+    first_step: int | Callable[[], int] = 0,
 ) -> tf.data.Dataset:
     """The images of sampled index batches, each resized, randomly cropped and flipped when allowed.
 
@@ -164,6 +170,8 @@ def augmented_batches(
             batch, the numpy Generator its crop offsets and flips are drawn from, and per-image
             arrays (B,) passed through after the labels.
         extra_dtypes: the dtypes of ``extras``.
+        first_step: the batches of ``index_batches`` before this one are drawn and dropped (an int,
+            or a function called when iteration starts).
 
     Returns:
         A dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels, *extras)``.
@@ -173,10 +181,12 @@ def augmented_batches(
     allow_flip = image_set.allow_flip
 
     def batches() -> Iterator[tuple[np.ndarray, ...]]:
-        for indices, rng, *extras in index_batches():
+        skip = first_step() if callable(first_step) else first_step
+        for step, (indices, rng, *extras) in enumerate(index_batches()):
             offsets = rng.integers(0, max_offset + 1, size=(batch_size, 2), dtype=np.int32)
             flips = (rng.random(batch_size) < 0.5) & allow_flip
-            yield (indices, offsets, flips, *extras)
+            if step >= skip:
+                yield (indices, offsets, flips, *extras)
 
     load = _image_loader(image_set)
     labels = tf.constant(image_set.labels, tf.int32)

@@ -248,7 +248,8 @@ class TopKPrecisionModel(MetricModel):
     ) -> tf.data.Dataset:
         """Sec. 4.4 batches of ``batch_size`` images, at most ``images_per_class`` (11) per class."""
         sampler = functools.partial(TopKBatchSampler, batch_size=self.batch_size)
-        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed, sampler_cls=sampler)
+        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed, sampler_cls=sampler,
+                              first_step=self.current_step)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
