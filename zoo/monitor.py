@@ -22,10 +22,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Measured on zoo's synthetic data with tiny_cnn (P5 x K16, Adam 1e-3, 4 epochs x 15 steps): triplet +
-# semi-hard collapses to a spread of 0.002-0.016 from the first epoch on, while the runs that learn
-# (triplet + hard or random miner, contrastive) stay at 0.3-0.7 and the untrained net gives ~0.2.
-COLLAPSE_SPREAD = 0.05
+# Measured on zoo's synthetic data with tiny_cnn from scratch (P5 x K16, Adam 1e-3, 15 steps an epoch):
+# batch-hard triplets collapse, the loss flat at the margin and the epoch spread 0.029-0.035 then below 0.01
+# (0.17 then 0.06 with BatchNorm training); the runs that learn (semi-hard, random, contrastive) keep
+# 0.3-0.9 from the first epoch on.
+COLLAPSE_SPREAD = 0.1
 SPREAD_LOG = "embedding_spread"
 
 
