@@ -18,12 +18,14 @@ from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset, train_pipeline
 from zoo.methods import build_model, htg
 from zoo.methods.htg import HTG
+from zoo.monitor import SPREAD_LOG
 from zoo.metrics import evaluate
 
 from learning import fit_and_measure
 
 NUM_CLASSES = 3
-LOG_NAMES = {"loss", "discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss"}
+LOG_NAMES = {"loss", "discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss",
+             SPREAD_LOG}
 
 
 def _model(**hyperparameters) -> HTG:

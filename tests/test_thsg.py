@@ -19,11 +19,12 @@ from zoo.methods import build_model
 from zoo.metrics import evaluate
 from zoo.methods import thsg
 from zoo.methods.thsg import THSG, Triplet
+from zoo.monitor import SPREAD_LOG
 
 from learning import fit_and_measure
 
 NUM_CLASSES = 4
-LOG_NAMES = {"loss", "l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org"}
+LOG_NAMES = {"loss", "l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org", SPREAD_LOG}
 
 
 def _model(**hyperparameters) -> THSG:
@@ -205,12 +206,21 @@ def test_train_step_runs_the_sub_steps_in_algorithm_order(stepped, batch):
             steps[name]()
         return _snapshot(model)
 
+    def largest_difference(name: str, a: dict, b: dict) -> float:
+        return max(float(np.max(np.abs(x - y))) for x, y in zip(a[name], b[name]))
+
+    # A first Adam step moves each weight by about its learning rate; graph and eager kernels round the
+    # gradients differently (a weight whose gradient nearly cancels moves by up to 1e-3 of the step, and
+    # more with other CPU kernels), so the replay matches to 5% of the sub-network's step.
+    tolerance = {
+        name: 0.05 * largest_difference(name, expected, stepped["before"]) for name in ("G1", "G2", "DG1", "DG2")
+    }
     replayed = replay(["DG1", "G1", "DG2", "G2"])
-    for name in ("G1", "G2", "DG1", "DG2"):
+    for name, atol in tolerance.items():
         for a, b in zip(expected[name], replayed[name]):
-            np.testing.assert_allclose(a, b, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=name)
     swapped = replay(["G1", "DG1", "G2", "DG2"])  # generators first: the discriminators see other fakes
-    assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(expected["DG1"], swapped["DG1"]))
+    assert largest_difference("DG1", expected, swapped) > 10 * tolerance["DG1"]  # measured: 40x
 
 
 def test_eq5_gradient_reaches_f_through_the_generators_and_pretraining_uses_l_org_only(batch):

@@ -15,7 +15,11 @@ without an evaluation the metrics are absent from ``logs`` and EarlyStopping onl
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -192,3 +196,83 @@ def read_epoch_log(path: str) -> list[dict[str, float]]:
     """The epochs written by :class:`EpochLog`, in order."""
     with open(path) as stream:
         return [json.loads(line) for line in stream if line.strip()]
+
+
+class TrainingBackup(keras.callbacks.Callback):
+    """The whole training state at each epoch end, written so that a kill never loses the last good one.
+
+    One file per backup, ``epoch-00005.weights.h5`` after 5 finished epochs: ``model.save_weights``,
+    which holds the model's variables and the state of every optimizer it has as an attribute
+    (F's, and a method's sub-network optimizers). A backup is written to a temporary file, flushed to
+    disk and renamed into place, so a kill while writing leaves the previous backups whole; the
+    ``keep`` newest are kept. An epoch whose loss or weights are not finite is never backed up.
+    :meth:`restore` loads the newest readable backup, falling back to an older one.
+
+    Args:
+        directory: the backup folder (created at the first backup).
+        keep: how many backups to keep (at least 1).
+    """
+
+    _NAME = re.compile(r"epoch-(\d+)\.weights\.h5")
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 2):
+        super().__init__()
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = int(keep)
+
+    def backups(self) -> list[Path]:
+        """The backup files, newest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), path) for path in self.directory.iterdir() if (m := self._NAME.fullmatch(path.name))]
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if (loss is not None and not math.isfinite(float(loss))) or not weights_are_finite(self.model):
+            warnings.warn(f"epoch {epoch + 1} is not backed up: its loss or weights are not finite", stacklevel=2)
+            return
+        self.save(epoch + 1)
+
+    def save(self, epochs_done: int) -> Path:
+        """Back up the model as the state after ``epochs_done`` epochs; returns the file."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"epoch-{epochs_done:05d}.weights.h5"
+        partial = self.directory / f"partial-{path.name}"
+        self.model.save_weights(partial)
+        with open(partial, "rb+") as stream:  # on disk before the rename makes it the backup
+            os.fsync(stream.fileno())
+        os.replace(partial, path)
+        for old in self.backups()[self.keep :]:
+            old.unlink()
+        return path
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the newest readable backup into ``model`` (compiled, optimizers built).
+
+        Returns:
+            The number of finished epochs of the loaded backup; 0 when there is none.
+
+        Raises:
+            ValueError: backups exist but none can be read (the message names each file and its error).
+        """
+        errors = []
+        for path in self.backups():
+            try:
+                model.load_weights(path)
+            except Exception as error:  # h5py and Keras raise OSError, ValueError, KeyError...
+                errors.append(f"{path}: {type(error).__name__}: {error}")
+                warnings.warn(f"the training backup {path} cannot be read ({error}): trying an older one", stacklevel=2)
+                continue
+            return int(self._NAME.fullmatch(path.name).group(1))
+        if errors:
+            raise ValueError("no training backup can be read: " + "; ".join(errors)
+                             + ". Delete the folder to start the run again")
+        return 0
+
+
+def weights_are_finite(model: keras.Model) -> bool:
+    """Whether every floating-point weight of ``model`` is finite (a non-finite update reaches them)."""
+    return all(np.isfinite(value).all() for value in model.get_weights() if np.issubdtype(value.dtype, np.floating))

@@ -51,9 +51,7 @@ def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = 
     if labels.shape.rank not in (None, 1) and not (labels.shape.rank == 2 and labels.shape[-1] == 1):
         raise ValueError(f"labels must have shape (batch,) or (batch, 1), got {labels.shape}")
     labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
-    tf.debugging.assert_equal(
-        tf.shape(labels)[0], tf.shape(images)[0], message="images and labels have different batch sizes"
-    )
+    check_batch_sizes(images, labels)
     (global_labels,) = gather_global_batch(labels)
     num_classes = tf.size(tf.unique(global_labels).y)
     tf.debugging.assert_greater(
@@ -69,6 +67,32 @@ def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = 
             "use images_per_class >= 2 in the P x K sampler",
         )
     return labels
+
+
+def check_batch_sizes(inputs: tf.Tensor, labels: tf.Tensor, inputs_name: str = "images") -> None:
+    """Raise when ``inputs`` and ``labels`` have different batch sizes, naming both sizes.
+
+    ``ValueError`` at trace time when both sizes are static, else ``InvalidArgumentError`` at run time.
+    """
+    inputs, labels = tf.convert_to_tensor(inputs), tf.convert_to_tensor(labels)
+    num_inputs, num_labels = inputs.shape[0], tf.reshape(labels, [-1]).shape[0]
+    message = f"{inputs_name} and labels have different batch sizes: give one class label per image"
+    if num_inputs is not None and num_labels is not None:
+        if num_inputs != num_labels:
+            raise ValueError(f"{message} (got {num_inputs} {inputs_name} and {num_labels} labels)")
+        return
+    tf.debugging.assert_equal(tf.size(labels), tf.shape(inputs)[0], message=message)
+
+
+def embedding_spread(embeddings: tf.Tensor) -> tf.Tensor:
+    """Mean distance of the global batch's embeddings to their mean (no gradient).
+
+    Near 0 when the embedding has collapsed to one point; about 1 for unit embeddings spread over
+    the sphere. Computed on the gathered global batch, so it is the same on every replica.
+    """
+    (embeddings,) = gather_global_batch(tf.stop_gradient(tf.cast(embeddings, tf.float32)))
+    centred = embeddings - tf.reduce_mean(embeddings, axis=0, keepdims=True)
+    return tf.reduce_mean(tf.norm(centred, axis=-1))
 
 
 def num_replicas() -> int:

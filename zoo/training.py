@@ -5,32 +5,62 @@ strategy, measures the untrained model, fits with a retrieval evaluation every f
 TensorBoard logs and a backup every epoch (``resume=True`` continues from the last finished
 epoch after a kill), and optionally publishes the weights with their measured card into
 ``pretrained/``.
+
+What a run keeps when it is killed or fails:
+
+- the run folder is locked while it trains (``lock``, holding the pid): a second run into it is
+  refused at once; a lock whose process is gone is taken over;
+- before writing anything, a new run refuses a folder that holds a run, and a resumed run refuses
+  a configuration that differs from the run's ``config.json`` (the message names the fields);
+- ``backup/`` keeps the two newest epoch backups (:class:`zoo.callbacks.TrainingBackup`, written
+  atomically: a kill while writing loses nothing; an unreadable backup falls back to the older one);
+- a resumed run continues the batch stream at the step it stopped (the pipelines' ``first_step``),
+  so it ends where the uninterrupted run ends;
+- at the first NaN or infinite loss training stops (:class:`zoo.monitor.TrainingDiverged`) with the
+  backup of the last finite epoch kept; nothing non-finite is backed up or published, and a model whose
+  MAP@R is below the untrained model's is published only with ``force`` (``--force``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import math
+import os
 import shlex
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import keras
 import tensorflow as tf
 
 from zoo import registry
-from zoo.callbacks import EpochLog, RetrievalEvaluation, embed_for_retrieval
+from zoo.callbacks import (
+    EpochLog,
+    RetrievalEvaluation,
+    TrainingBackup,
+    embed_for_retrieval,
+    read_epoch_log,
+    weights_are_finite,
+)
 from zoo.data import ImageSet, eval_pipeline, load_dataset
 from zoo.methods import build_model
 from zoo.metrics import evaluate
+from zoo.monitor import TrainingDiverged
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Recall@K reported by the papers per benchmark (CUB/Cars: 1, 2, 4, 8; SOP: powers of 10; In-Shop: 1-50).
 RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50)}
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
+# What a run folder holds once a run has started in it.
+RUN_FILES = ("config.json", "metrics_untrained.json", "history.jsonl", "backup")
+# TrainConfig fields a resumed run may change: they change neither the model nor its training.
+RESUMABLE_FIELDS = ("epochs", "resume", "command", "publish_as", "force", "data_dir", "eval_every", "eval_batch_size")
 
 
 @dataclass
@@ -64,6 +94,7 @@ class TrainConfig:
     strategy: str = "default"
     mixed_precision: bool = False
     publish_as: str | None = None
+    force: bool = False  # publish even when MAP@R is below the untrained model's
     command: str | None = None
 
     def __post_init__(self) -> None:
@@ -74,6 +105,8 @@ class TrainConfig:
         for name in ("epochs", "classes_per_batch", "images_per_class", "eval_every", "embedding_dim", "input_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 (None: one pass over the set), got {self.steps_per_epoch}")
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -124,17 +157,146 @@ def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:
     return model
 
 
+class RunFolderLocked(FileExistsError):
+    """Another live process trains into the run folder."""
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/lock`` (it holds this process's pid) for the block; creates ``run_dir``.
+
+    Raises:
+        RunFolderLocked: the lock is held by a process that is still running. A lock whose
+            process is gone (a killed run) is taken over. A folder this call created is removed
+            again if the block leaves it empty.
+    """
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / "lock"
+    with tempfile.NamedTemporaryFile("w", dir=run_dir, prefix=".lock-", delete=False) as stream:
+        stream.write(f"{os.getpid()}\n")
+    try:
+        while True:
+            try:
+                os.link(stream.name, lock)  # atomic: fails when a lock exists, never leaves a half-written one
+                break
+            except FileExistsError:
+                holder = _lock_holder(lock)
+                if holder is not None and _process_is_running(holder):
+                    raise RunFolderLocked(
+                        f"{run_dir} is in use by another zoo train (pid {holder}, lock file {lock}): wait for it "
+                        "to finish or choose another --run-dir"
+                    ) from None
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+    finally:
+        os.unlink(stream.name)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        if created and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The pid written in a lock file (None when it is unreadable or gone)."""
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def check_run_folder(config: TrainConfig, run_dir: Path) -> None:
+    """Refuse, before anything is written, a new run into a used folder or a resume with other settings.
+
+    Raises:
+        FileExistsError: ``run_dir`` holds a run and ``config.resume`` is False.
+        ValueError: ``config`` differs from the run's ``config.json`` in a field outside
+            :data:`RESUMABLE_FIELDS` (the message names each difference), or that file is unreadable.
+    """
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not config.resume:
+        if existing:
+            raise FileExistsError(
+                f"{run_dir} already holds a run ({', '.join(existing)}): pass resume=True (--resume) to continue "
+                "it, or choose another run_dir"
+            )
+        return
+    saved_path = run_dir / "config.json"
+    if not saved_path.exists():
+        return
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the run's configuration {saved_path}: {error}") from None
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    differences = [
+        f"{name}: {saved[name]!r} in the run, {value!r} now"
+        for name, value in current.items()
+        if name not in RESUMABLE_FIELDS and name in saved and saved[name] != value
+    ]
+    if differences:
+        raise ValueError(
+            f"cannot resume {run_dir} with another configuration than the one it was started with ({saved_path}): "
+            + "; ".join(differences)
+            + f". Resume with the run's settings (it was started by: {saved.get('command')}) or choose another run_dir"
+        )
+
+
+def check_publishable(model: keras.Model, metrics: dict[str, float], untrained: dict[str, float], force: bool) -> None:
+    """Refuse to publish a non-finite model, or one below the untrained model's MAP@R unless ``force``."""
+    if not weights_are_finite(model) or not math.isfinite(metrics["map@r"]):
+        raise ValueError("not publishing: the model's weights or metrics are not finite")
+    if metrics["map@r"] < untrained["map@r"] and not force:
+        raise ValueError(
+            f"not publishing: the trained model's MAP@R {metrics['map@r']:.4f} is below the untrained model's "
+            f"{untrained['map@r']:.4f}; pass force=True (--force) to publish it anyway"
+        )
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(temporary path)`` then rename it to ``path``: a kill never leaves ``path`` half written."""
+    partial = path.with_name(f"partial-{path.name}")
+    write(partial)
+    os.replace(partial, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2)))
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "run_dir"}``."""
+    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "run_dir"}``.
+
+    Raises:
+        RunFolderLocked: another process trains into ``config.run_dir``.
+        FileExistsError, ValueError: the run folder or configuration is refused (:func:`check_run_folder`),
+            no backup can be read, or publishing is refused (:func:`check_publishable`).
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    run_dir = Path(config.run_dir)
+    with run_folder_lock(run_dir):
+        check_run_folder(config, run_dir)
+        return _train_in(run_dir, config)
+
+
+def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(config.seed)
-    run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-
     train_set = load_dataset(config.dataset, "train", config.data_dir)
     queries, gallery = evaluation_sets(config)
+    _write_json(run_dir / "config.json", dataclasses.asdict(config))
     with make_strategy(config.strategy).scope():
         model = build_and_compile(config, train_set.num_classes)
 
@@ -143,7 +305,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
         untrained = json.loads(untrained_path.read_text())
     else:
         untrained = measure(model, queries, gallery, config)
-        untrained_path.write_text(json.dumps(untrained, indent=2))
+        _write_json(untrained_path, untrained)
+
+    backup = TrainingBackup(run_dir / "backup")
+    initial_epoch = 0
+    if config.resume:
+        with model.distribute_strategy.scope():
+            if not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            initial_epoch = backup.restore(model)
+    history_path = run_dir / "history.jsonl"
+    kept = [row for row in read_epoch_log(history_path) if row["epoch"] < initial_epoch] if history_path.exists() else []
+    _write_atomically(history_path, lambda partial: partial.write_text("".join(json.dumps(row) + "\n" for row in kept)))
 
     batch_size = config.classes_per_batch * config.images_per_class
     train_data = model.make_train_dataset(
@@ -156,28 +329,23 @@ def train(config: TrainConfig) -> dict[str, Any]:
         RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), log_images=True,
                             reference_dataset=gallery_data, recall_ks=config.recall_ks,
                             precision_ks=config.precision_ks),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+        EpochLog(str(history_path)),
+        backup,
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
-        EpochLog(str(run_dir / "history.jsonl")),
     ]
-    if not config.resume and (run_dir / "backup").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a training backup: pass resume=True (--resume) to continue it, "
-            "or choose another run_dir"
-        )
-    if not config.resume:
-        (run_dir / "history.jsonl").unlink(missing_ok=True)
-    model.fit(
-        train_data,
-        epochs=config.epochs,
-        steps_per_epoch=config.steps_per_epoch or train_set.steps_per_epoch(batch_size),
-        callbacks=callbacks,
-        verbose=2 if not sys.stdout.isatty() else 1,
-    )
+    steps = train_set.steps_per_epoch(batch_size) if config.steps_per_epoch is None else config.steps_per_epoch
+    try:
+        model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                  callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
+    except TrainingDiverged as error:
+        backups = backup.backups()
+        kept_state = f"{backups[0]} keeps the last finite state" if backups else "no epoch had finished"
+        raise TrainingDiverged(f"{error} {kept_state}; nothing else was saved or published") from None
     metrics = measure(model, queries, gallery, config)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    model.save(run_dir / "model.keras")
+    _write_json(run_dir / "metrics.json", metrics)
+    _write_atomically(run_dir / "model.keras", model.save)
     if config.publish_as:
+        check_publishable(model, metrics, untrained, config.force)
         registry.publish(config.publish_as, model, metrics, untrained, command=config.command)
     return {"metrics": metrics, "metrics_untrained": untrained, "run_dir": str(run_dir)}
 
@@ -226,6 +394,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
     parser.add_argument("--strategy", choices=STRATEGIES)
     parser.add_argument("--mixed-precision", action="store_true")
     parser.add_argument("--publish", dest="publish_as", help="write pretrained/<NAME>.weights.h5 and its card")
+    parser.add_argument("--force", action="store_true",
+                        help="with --publish: publish even when MAP@R is below the untrained model's")
 
 
 def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> TrainConfig:
@@ -247,6 +417,7 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
     if args.backbone_weights is not None:
         overrides["backbone_weights"] = None if args.backbone_weights.lower() == "none" else args.backbone_weights
     overrides["resume"] = args.resume
+    overrides["force"] = args.force
     overrides["mixed_precision"] = args.mixed_precision or config.mixed_precision
     hyperparameters = dict(config.hyperparameters)
     for name in ("loss", "miner"):

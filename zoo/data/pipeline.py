@@ -14,7 +14,9 @@ randomly when the set's ``allow_flip``:
 
 Training batches are P classes x K images from :class:`PKSampler`. All randomness (the
 sampler and the crop/flip draws) comes from numpy generators seeded by ``seed``, and the
-parallel map keeps order, so a pipeline is deterministic for its seed.
+parallel map keeps order, so a pipeline is deterministic for its seed. ``first_step`` starts the
+stream at a later batch (the draws of the skipped batches are made, their images never loaded),
+so a resumed run sees the batches the uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -160,8 +162,8 @@ def _check_augmentation(augmentation: str, crop_scale: Sequence[float]) -> None:
 
 def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int,
                    seed: int = 0, *, sampler_cls: Callable[..., PKSampler] = PKSampler,
-                   augmentation: str = "resize_crop",
-                   crop_scale: Sequence[float] = DEFAULT_CROP_SCALE) -> tf.data.Dataset:
+                   augmentation: str = "resize_crop", crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+                   first_step: int | Callable[[], int] = 0) -> tf.data.Dataset:
     """Endless class-balanced training batches with random crops (and flips when allowed).
 
     Args:
@@ -175,6 +177,8 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
             of one) for methods with their own batch construction.
         augmentation: one of :data:`AUGMENTATIONS`.
         crop_scale: area fractions of ``"random_resized_crop"``'s boxes.
+        first_step: index of the first batch of the stream, or a function returning it each time
+            iteration starts (a model's optimizer step, so that a resumed ``fit`` continues the stream).
 
     Returns:
         A dataset of ``(float32 (P*K, S, S, 3) images in [0, 255], int32 (P*K,) labels)`` with a
@@ -191,7 +195,7 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
             yield indices, rng
 
     return augmented_batches(image_set, image_size, sampler.batch_size, index_batches,
-                             augmentation=augmentation, crop_scale=crop_scale)
+                             augmentation=augmentation, crop_scale=crop_scale, first_step=first_step)
 
 
 def augmented_batches(
@@ -203,6 +207,7 @@ def augmented_batches(
     *,
     augmentation: str = "resize_crop",
     crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    first_step: int | Callable[[], int] = 0,
 ) -> tf.data.Dataset:
     """The images of sampled index batches, each randomly cropped (``augmentation``) and flipped when allowed.
 
@@ -218,6 +223,8 @@ def augmented_batches(
         extra_dtypes: the dtypes of ``extras``.
         augmentation: one of :data:`AUGMENTATIONS`.
         crop_scale: area fractions of ``"random_resized_crop"``'s boxes.
+        first_step: the batches of ``index_batches`` before this one are drawn and dropped (an int,
+            or a function called when iteration starts).
 
     Returns:
         A dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels, *extras)``.
@@ -229,13 +236,15 @@ def augmented_batches(
     random_boxes = augmentation == "random_resized_crop"
 
     def batches() -> Iterator[tuple[np.ndarray, ...]]:
-        for indices, rng, *extras in index_batches():
+        skip = first_step() if callable(first_step) else first_step
+        for step, (indices, rng, *extras) in enumerate(index_batches()):
             if random_boxes:
                 crops = random_resized_boxes(rng, batch_size, crop_scale)
             else:  # the crop's (top, left) pixel offsets in the R x R image
                 crops = rng.integers(0, max_offset + 1, size=(batch_size, 2), dtype=np.int32).astype(np.float32)
             flips = (rng.random(batch_size) < 0.5) & allow_flip
-            yield (indices, crops, flips, *extras)
+            if step >= skip:
+                yield (indices, crops, flips, *extras)
 
     load = _image_loader(image_set)
     labels = tf.constant(image_set.labels, tf.int32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from zoo import ops
 from zoo.losses.base import MetricLoss
 
 
@@ -56,6 +57,7 @@ class KerasMetricLoss(keras.losses.Loss):
                 "call KerasMetricLoss.attach(model) before compile, or use zoo.methods.MetricModel"
             )
         seed = tf.cast(self.seed_generator.next(), tf.int64)
+        ops.check_batch_sizes(y_pred, y_true, inputs_name="embeddings")
         return self.metric_loss(y_pred, tf.reshape(y_true, [-1]), seed)
 
     def get_config(self):

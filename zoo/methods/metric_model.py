@@ -6,7 +6,12 @@ The base every method reuses or extends. Its seams:
 - ``metric_loss``: a :class:`zoo.losses.MetricLoss` (triplet + miner, contrastive, margin, ...);
 - the batches: :meth:`MetricModel.make_train_dataset` (P classes x K images from
   :func:`zoo.data.train_pipeline`; methods with their own batch construction override it);
-- :meth:`MetricModel.training_callbacks`: callbacks a method needs during ``fit`` (none here).
+- :meth:`MetricModel.training_callbacks`: callbacks a method needs during ``fit``: here the
+  :class:`zoo.monitor.TrainingMonitor`; methods extend the list.
+
+Every training forward pass (``self(images, training=True)``, which every method's ``train_step``
+makes) also records ``embedding_spread`` (:func:`zoo.ops.embedding_spread`), logged beside the loss
+for the monitor, the history and TensorBoard.
 
 Distribution: ``train_step`` gathers embeddings and labels from every replica
 (:func:`zoo.ops.gather_global_batch`), so mining sees the whole global batch; the loss is the
@@ -24,6 +29,7 @@ import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops
+from zoo.monitor import SPREAD_LOG, TrainingMonitor, warn_if_unit_scaled
 
 if TYPE_CHECKING:
     from zoo.data import ImageSet
@@ -60,10 +66,14 @@ class MetricModel(keras.Model):
         self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.LOGGED_TERMS}
+        self.spread_tracker = keras.metrics.Mean(name=SPREAD_LOG)
 
     # ---- inference -------------------------------------------------------------------------
     def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.embedding_net(images, training=training)
+        embeddings = self.embedding_net(images, training=training)
+        if training is True:  # a training step's forward pass: watch for collapse at no extra cost
+            self.spread_tracker.update_state(ops.embedding_spread(embeddings))
+        return embeddings
 
     def build(self, input_shape=None) -> None:
         self.embedding_net.build(input_shape or self.embedding_net.input_shape)
@@ -89,15 +99,30 @@ class MetricModel(keras.Model):
     ) -> tf.data.Dataset:
         """The training batches this method expects: P classes x K images (override for other samplers).
 
-        ``augmentation``: ``augmentation=`` and ``crop_scale=`` of :func:`zoo.data.train_pipeline`.
+        ``augmentation``: ``augmentation=`` and ``crop_scale=`` of :func:`zoo.data.train_pipeline`. The stream
+        starts at the batch of the optimizer's current step, so a resumed run continues it.
         """
         from zoo.data import train_pipeline
 
-        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed=seed, **augmentation)
+        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed=seed,
+                              first_step=self.current_step, **augmentation)
+
+    def current_step(self) -> int:
+        """The optimizer's iteration counter (0 before ``compile``)."""
+        return int(self.optimizer.iterations.numpy()) if getattr(self, "optimizer", None) is not None else 0
 
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
-        """Callbacks the method itself needs during ``fit`` (``zoo.training`` adds them)."""
-        return []
+        """Callbacks the method needs during ``fit`` (``zoo.training`` adds them): the training monitor.
+
+        Pass them to a plain ``fit`` too: ``model.fit(data, callbacks=model.training_callbacks())``.
+        Subclasses extend ``super().training_callbacks()``.
+        """
+        return [TrainingMonitor()]
+
+    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
+        """Keras' ``fit``; warns first when array images look scaled to [0, 1] (the nets expect [0, 255])."""
+        warn_if_unit_scaled(x)
+        return super().fit(x, y, *args, **kwargs)
 
     def step_logs(self, loss: tf.Tensor, terms: dict[str, tf.Tensor] | None = None) -> dict[str, tf.Tensor]:
         """Record a step's ``loss`` and its ``LOGGED_TERMS`` values; return what the step returns.
@@ -126,7 +151,7 @@ class MetricModel(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [self.loss_tracker, *self.trackers.values()]
+        return [self.loss_tracker, *self.trackers.values(), self.spread_tracker]
 
     def step_seed(self) -> tf.Tensor:
         """Seed of this step's random choices, the same on every replica."""

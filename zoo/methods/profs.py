@@ -394,10 +394,6 @@ class ProfsModel(MetricModel):
         """The cache as numpy arrays, for the sampler's HNCM."""
         return self.representative_cache.numpy(), self.representative_cached.numpy()
 
-    def current_step(self) -> int:
-        """The optimizer's iteration counter (0 before ``compile``)."""
-        return int(self.optimizer.iterations.numpy()) if getattr(self, "optimizer", None) is not None else 0
-
     def make_train_dataset(
         self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0,
         **augmentation: Any,

@@ -285,7 +285,7 @@ class THSG(MetricModel):
 
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         """:class:`DistanceThresholdUpdate`: pass it to ``fit`` (``zoo.training`` does) so d_t rolls over."""
-        return [DistanceThresholdUpdate()]
+        return [*super().training_callbacks(), DistanceThresholdUpdate()]
 
     # ---- Algorithm 1 -----------------------------------------------------------------------------
     def train_step(self, data):

@@ -250,7 +250,7 @@ class TopKPrecisionModel(MetricModel):
         """Sec. 4.4 batches of ``batch_size`` images, at most ``images_per_class`` (11) per class."""
         sampler = functools.partial(TopKBatchSampler, batch_size=self.batch_size)
         return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed, sampler_cls=sampler,
-                              **augmentation)
+                              first_step=self.current_step, **augmentation)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
