@@ -4,8 +4,9 @@
 ``zoo train`` and in a plain ``model.fit(data, callbacks=model.training_callbacks())``. It reads
 what each training step already logs, with no extra forward pass:
 
-- ``loss``: at the first NaN or infinite value it stops ``fit`` by raising :class:`TrainingDiverged`,
-  whose message names the epoch and the step, before any later callback (a backup) sees the epoch;
+- ``loss`` and ``embedding_spread``: at the first NaN or infinite value it stops ``fit`` by raising
+  :class:`TrainingDiverged`, whose message names the epoch and the step, before any later callback (a
+  backup) sees the epoch (the spread too: a reducer over the non-zero terms drops NaN terms from the loss);
 - ``embedding_spread`` (:func:`zoo.ops.embedding_spread`, the mean distance of the batch embeddings
   to their mean, recorded by :class:`zoo.methods.MetricModel` at each training forward pass): when its
   epoch mean falls below ``collapse_spread`` the embedding has collapsed to about one point, and the
@@ -77,13 +78,15 @@ class TrainingMonitor(keras.callbacks.Callback):
         )
 
     def _check_loss(self, logs: dict | None, where: str) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(np.mean(loss))):
-            self.model.stop_training = True
-            raise TrainingDiverged(
-                f"training stopped: the loss is {float(np.mean(loss))} at {where} (1-based). The run diverged: "
-                "lower the learning rate, or check the data for NaN or infinite values."
-            )
+        """Stop at a non-finite loss or embedding spread (a loss that drops non-finite terms stays finite)."""
+        for name in ("loss", SPREAD_LOG):
+            value = (logs or {}).get(name)
+            if value is not None and not math.isfinite(float(np.mean(value))):
+                self.model.stop_training = True
+                raise TrainingDiverged(
+                    f"training stopped: the {name} is {float(np.mean(value))} at {where} (1-based). The run "
+                    "diverged: lower the learning rate, or check the data for NaN or infinite values."
+                )
 
 
 def warn_if_unit_scaled(images: Any) -> None:
