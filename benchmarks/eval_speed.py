@@ -1,12 +1,15 @@
-"""Speed and memory of ``zoo.metrics.evaluate`` at Stanford Online Products scale (issue 8).
+"""Speed and memory of ``zoo.metrics.evaluate`` at Stanford Online Products scale, and its k-means.
 
 Random unit vectors stand in for embeddings: 60,502 x 512 in 11,316 classes (2 images per class plus
-a multinomial share of the rest: 2 to ~12 per class, ~5.3 on average, as in SOP's test split).
-Times ``evaluate`` with every metric, then each part on its own, faiss' ``IndexFlatIP.search`` and a
-plain numpy brute-force k-NN for the retrieval part, and checks that they give the same neighbours.
+a multinomial share of the rest: 2 to ~12 per class, ~5.35 on average, as in SOP's test split).
+``--noise S`` makes them clustered instead (class centre plus S times as much noise), like trained
+embeddings. Without ``--kmeans-study`` it times ``evaluate`` (SOP protocol, every metric) and its two
+halves; with it, the NMI and time of faiss k-means for a grid of iteration counts and subsamples (the study behind ``zoo.metrics.KMEANS_*``). ``benchmarks/peer/compare_eval.py`` puts
+``evaluate`` beside pytorch-metric-learning and the faiss bound.
 
-    python benchmarks/eval_speed.py                 # full scale, prints a JSON report
-    python benchmarks/eval_speed.py --num 5000 --classes 1000 --out report.json
+    python benchmarks/eval_speed.py                        # full scale, prints a JSON report
+    python benchmarks/eval_speed.py --kmeans-study --noise 1.5
+    python benchmarks/eval_speed.py --num 5000 --classes 935 --out report.json
 """
 
 from __future__ import annotations
@@ -16,11 +19,18 @@ import json
 import resource
 import time
 
-import faiss
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
 from zoo import metrics
+
+SOP_RECALL_KS = (1, 10, 100, 1000)
+# (niter, max_points_per_centroid, seeds) of the k-means study; niter=100 runs until faiss stops
+# (objective no longer decreasing): the converged reference, with two seeds for the seed-to-seed spread.
+KMEANS_GRID = (
+    (100, None, (0, 1)), (1, None, (0,)), (2, None, (0,)), (3, None, (0,)),
+    (100, 2, (0,)), (1, 1, (0,)), (1, 2, (0,)), (2, 2, (0,)),
+)
 
 
 def peak_rss_mb() -> float:
@@ -28,13 +38,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sop_like_data(num: int, dim: int, num_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random unit vectors and shuffled labels, every class with at least 2 items."""
+def sop_like_data(
+    num: int, dim: int, num_classes: int, seed: int = 0, noise: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors and shuffled labels, every class with at least 2 items.
+
+    Args:
+        num, dim, num_classes: shape of the set.
+        seed: numpy seed.
+        noise: None: uniformly random directions; else each vector is its class centre plus
+            ``noise`` times a random vector of the same expected norm, normalised.
+    """
     rng = np.random.default_rng(seed)
     sizes = 2 + rng.multinomial(num - 2 * num_classes, np.full(num_classes, 1 / num_classes))
     labels = rng.permutation(np.repeat(np.arange(num_classes), sizes))
     x = rng.standard_normal((num, dim), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+    if noise is not None:
+        x = rng.standard_normal((num_classes, dim), dtype=np.float32)[labels] + np.float32(noise) * x
+    return metrics.l2_normalise(x), labels
 
 
 def timed(fn, *args, **kwargs):
@@ -43,52 +64,54 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def kmeans_study(x: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """NMI, F1 and seconds of k-means (as many clusters as classes) for each setting of KMEANS_GRID."""
+    num_classes = len(np.unique(labels))
+    rows = []
+    for niter, points, seeds in KMEANS_GRID:
+        for seed in seeds:
+            clusters, seconds = timed(
+                metrics.kmeans_clusters, x, num_classes, seed=seed, niter=niter, max_points_per_centroid=points
+            )
+            rows.append({
+                "niter": niter, "max_points_per_centroid": points, "seed": seed,
+                "nmi": float(normalized_mutual_info_score(labels, clusters)),
+                "f1": metrics.pairwise_f1(labels, clusters), "seconds": seconds,
+            })
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def evaluate_parts(x: np.ndarray, labels: np.ndarray, use_gpu: bool) -> dict:
+    """Seconds of ``evaluate`` (SOP protocol, every metric), of its retrieval half and of its k-means."""
+    results, total = timed(metrics.evaluate, x, labels, recall_ks=SOP_RECALL_KS, use_gpu=use_gpu)
+    report = {"evaluate_s": total, "peak_rss_mb_after_evaluate": peak_rss_mb(), "metrics": results}
+    retrieval = [name for name in metrics.ALL_METRICS if name not in ("nmi", "f1")]
+    _, report["retrieval_s"] = timed(
+        metrics.evaluate, x, labels, recall_ks=SOP_RECALL_KS, metrics=retrieval, use_gpu=use_gpu
+    )
+    _, report["kmeans_s"] = timed(metrics.evaluate, x, labels, metrics=("nmi", "f1"), use_gpu=use_gpu)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num", type=int, default=60502)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=11316)
+    parser.add_argument("--noise", type=float, help="clustered data: noise relative to the class centre")
+    parser.add_argument("--kmeans-study", action="store_true", help="NMI and time of k-means settings")
     parser.add_argument("--gpu", action="store_true", help="similarity blocks and k-means on the GPU (faiss-gpu)")
     parser.add_argument("--out", help="write the JSON report here (default: print it)")
     args = parser.parse_args()
 
-    report: dict = {"num": args.num, "dim": args.dim, "classes": args.classes, "peak_rss_mb_after_import": peak_rss_mb()}
-    x, labels = sop_like_data(args.num, args.dim, args.classes)
-    results, report["evaluate_s"] = timed(metrics.evaluate, x, labels, use_gpu=args.gpu)
-    report["peak_rss_mb_after_evaluate"] = peak_rss_mb()
-    report["metrics"] = results
-
-    gpu = metrics.gpu_resources(args.gpu)
-    k = 10  # max of the default recall_ks and precision_ks
-    seconds = report["parts_s"] = {}
-    ranking, seconds["knn_and_positive_ranks"] = timed(metrics.compute_ranking, x, labels, k=k, gpu=gpu)
-    knn, seconds["knn_only"] = timed(metrics.compute_ranking, x, labels, k=k, positive_ranks=False, gpu=gpu)
-    _, seconds["positive_ranks_only"] = timed(metrics.compute_ranking, x, labels, k=0, gpu=gpu)
-    _, seconds["retrieval_metrics_from_ranking"] = timed(
-        metrics.retrieval_metrics, ranking, labels, labels, (1, 2, 4, 8), (1, 3, 5, 10), metrics.RANK_METRICS
-    )
-    clusters, seconds[f"kmeans_niter{metrics.KMEANS_NITER}"] = timed(
-        metrics.kmeans_clusters, x, args.classes, gpu=gpu
-    )
-    _, seconds["nmi"] = timed(normalized_mutual_info_score, labels, clusters)
-    _, seconds["f1"] = timed(metrics.pairwise_f1, labels, clusters)
-
-    # For comparison: faiss' own exact search (k + 1: the query finds itself first).
-    index = faiss.IndexFlatIP(args.dim)
-    index.add(x)
-    (_, flat_ids), seconds["faiss_index_flat_ip_search"] = timed(index.search, x, k + 1)
-    report["index_flat_ip_rows_differing"] = int((flat_ids[:, 1:] != knn.neighbors).any(axis=1).sum())
-
-    (sims, ids), numpy_s = timed(metrics.brute_force_knn, x, x, k, exclude_self=True)
-    seconds["numpy_brute_force_knn"] = numpy_s
-    report["numpy_over_faiss_knn"] = numpy_s / seconds["knn_only"]
-    differ = knn.neighbors != ids
-    report["knn_rows_differing"] = int(differ.any(axis=1).sum())
-    # Rows may differ only where two neighbours are within float32 rounding of each other.
-    report["knn_max_similarity_gap"] = float(np.abs(knn.similarities - sims).max())
-    report["knn_equal_up_to_rounding"] = bool(report["knn_max_similarity_gap"] <= 1e-5)
+    report: dict = {"num": args.num, "dim": args.dim, "classes": args.classes, "noise": args.noise}
+    x, labels = sop_like_data(args.num, args.dim, args.classes, noise=args.noise)
+    if args.kmeans_study:
+        report["kmeans"] = kmeans_study(x, labels)
+    else:
+        report.update(evaluate_parts(x, labels, args.gpu))
     report["peak_rss_mb"] = peak_rss_mb()
-
     text = json.dumps(report, indent=2)
     if args.out:
         with open(args.out, "w") as f:

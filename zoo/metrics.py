@@ -40,21 +40,27 @@ blocks of ``BLOCK_SIZE`` x ``BLOCK_SIZE``. ``benchmarks/eval_speed.py`` measures
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, NamedTuple
 
 import faiss
 import numpy as np
 from scipy.stats import rankdata
+from threadpoolctl import threadpool_limits
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
 ALL_METRICS = ("recall", "precision", "map", "map@r", "r_precision", "nmi", "f1")
 RANK_METRICS = ("map", "map@r", "r_precision")
 
-# Rows (and columns) of one similarity block: at most 2040 (byte lanes of _count_per_row); not a
-# power of two, whose row stride makes transposes slow (cache-set conflicts).
+# Rows and columns of one block of the similarity matrix (a task of one worker): at most 2040 (byte
+# lanes of _count_per_row). A block is computed and counted STRIP_ROWS rows at a time (at most 255,
+# the uint8 sums of _count_per_column), so that each strip is compared from cache.
 BLOCK_SIZE = 2000
+STRIP_ROWS = 250
 
 # Lloyd iterations of the k-means behind NMI and F1. Each is one exact assignment of every query to
 # the nearest of C centroids (N x C x D multiply-adds): at SOP scale (60,502 x 11,316 x 512) about
@@ -69,17 +75,21 @@ class Ranking(NamedTuple):
     """Where the references fall in each query's ranking (see :func:`compute_ranking`).
 
     Attributes:
-        neighbors: (Q, k) int64 indices of the k most similar references, most similar first.
+        neighbors: (Q, k) int64 indices of the k most similar references, most similar first, equal
+            similarities by smaller index.
         similarities: (Q, k) float32 cosine similarities of those neighbours.
         positive_ranks: (Q, P) int64 1-based rank of each same-class reference (its "positives"),
             ascending; a rank counts every reference at least as similar. Rows are padded with
             ``num_references + 1`` after ``num_positives`` entries.
+        list_ranks: (Q, L) int64 1-based position of the L most similar positives in the neighbour
+            list (the order of ``neighbors``: equal similarities by smaller index), same padding.
         num_positives: (Q,) int64 number of same-class references of each query.
     """
 
     neighbors: np.ndarray
     similarities: np.ndarray
     positive_ranks: np.ndarray
+    list_ranks: np.ndarray
     num_positives: np.ndarray
 
 
@@ -151,11 +161,11 @@ def evaluate(
             query_labels,
             None if same_set else references,
             None if same_set else ref_labels,
-            k=max(recall_ks + precision_ks, default=0),
             positive_ranks=bool(rank_metrics),
+            list_ranks=max(precision_ks + (1,) * bool(recall_ks), default=0),
             gpu=gpu,
         )
-        results.update(retrieval_metrics(ranking, query_labels, ref_labels, recall_ks, precision_ks, rank_metrics))
+        results.update(retrieval_metrics(ranking, recall_ks, precision_ks, rank_metrics))
     if "nmi" in metrics or "f1" in metrics:
         clusters = kmeans_clusters(queries, num_classes, seed=seed, gpu=gpu)
         if "nmi" in metrics:
@@ -171,11 +181,12 @@ def compute_ranking(
     references: np.ndarray | None = None,
     reference_labels: np.ndarray | None = None,
     *,
-    k: int,
+    k: int = 0,
     positive_ranks: bool = True,
+    list_ranks: int = 0,
     gpu: "faiss.StandardGpuResources | None" = None,
 ) -> Ranking:
-    """Exact k nearest neighbours and ranks of the positives, in one blocked pass.
+    """Exact k nearest neighbours and the ranks of the positives.
 
     Args:
         queries: (Q, D) float32 unit vectors (:func:`evaluate` checks and normalises).
@@ -183,50 +194,51 @@ def compute_ranking(
         references: (M, D) float32 unit vectors; None: the queries, each excluding itself.
         reference_labels: (M,) int64 labels of the references.
         k: number of neighbours (0: none); at most the number of references per query.
-        positive_ranks: also rank the positives (needed by ``map``, ``map@r``, ``r_precision``).
-        gpu: faiss GPU resources computing the similarity blocks, or None for numpy on the CPU.
+        positive_ranks: rank every positive (needed by ``map``, ``map@r``, ``r_precision``).
+        list_ranks: place the first this many positives in the neighbour list (``recall@K``: 1,
+            ``precision@k``: k).
+        gpu: faiss GPU resources computing the similarities, or None for the CPU.
 
     Returns:
-        A :class:`Ranking`; ``positive_ranks`` has no columns when not requested.
+        A :class:`Ranking`; the arrays not requested have no columns.
     """
     same_set = references is None
     if same_set:
         references, reference_labels = queries, query_labels
-    positives, positive_dists = _positives(queries, query_labels, references, reference_labels, same_set)
-    scan = _BlockScan(len(queries), k, positives, positive_dists if positive_ranks else positive_dists[:, :0])
-    # Blocks hold negated similarities: faiss' max-heap keeps the smallest and, of equal values, the
-    # first added; columns are added in increasing reference order, so ties go to the smaller index.
-    negated_queries = -queries
-    with ThreadPoolExecutor(max_workers=2) as pool:  # a block and its transpose update disjoint rows
-        for i0 in range(0, len(queries), BLOCK_SIZE):
-            for j0 in range(i0 if same_set else 0, len(references), BLOCK_SIZE):
-                dists = _matmul_t(negated_queries[i0 : i0 + BLOCK_SIZE], references[j0 : j0 + BLOCK_SIZE], gpu)
-                if same_set and i0 == j0:
-                    np.fill_diagonal(dists, np.inf)  # a query is not its own neighbour
-                tasks = [pool.submit(scan.add, dists, i0, j0)]
-                if same_set and j0 != i0:  # the block below the diagonal is the transpose
-                    tasks.append(pool.submit(scan.add, dists, j0, i0, transposed=True))
-                for task in tasks:
-                    task.result()
-    neighbors, dists = scan.neighbors()
-    return Ranking(neighbors, -dists, scan.positive_ranks(len(references) - same_set), scan.num_positives)
+    num_references = len(references) - same_set
+    positives, positive_sims = _positives(queries, query_labels, references, reference_labels, same_set)
+    num_positives = (positives >= 0).sum(axis=1)
+    num_slots = positives.shape[1] if positive_ranks else min(list_ranks, positives.shape[1])
+    at_least, in_list = _count_negatives(
+        queries, None if same_set else references, positives, positive_sims,
+        num_slots=num_slots, num_list=min(list_ranks, num_slots), gpu=gpu,
+    )
+    padding = np.arange(positives.shape[1]) >= num_positives[:, None]
+    ranks = rankdata(-positive_sims, method="max", axis=1).astype(np.int64)[:, :num_slots] + at_least
+    ranks[padding[:, :num_slots]] = num_references + 1
+    positions = np.arange(1, in_list.shape[1] + 1) + in_list
+    positions[padding[:, : in_list.shape[1]]] = num_references + 1
+    neighbors, similarities = _knn(queries, None if same_set else references, k, gpu)
+    return Ranking(neighbors, similarities, ranks if positive_ranks else ranks[:, :0], positions, num_positives)
 
 
 def retrieval_metrics(
     ranking: Ranking,
-    query_labels: np.ndarray,
-    reference_labels: np.ndarray,
     recall_ks: Iterable[int] = (),
     precision_ks: Iterable[int] = (),
     rank_metrics: Iterable[str] = (),
 ) -> dict[str, float]:
-    """Recall@K, precision@k and the rank metrics (``RANK_METRICS``), over the queries with positives."""
+    """Recall@K, precision@k and the rank metrics (``RANK_METRICS``), over the queries with positives.
+
+    ``ranking`` needs ``list_ranks`` for the first positive (recall) or the first k (precision@k)
+    and ``positive_ranks`` for the rank metrics.
+    """
     valid = ranking.num_positives > 0
     if not valid.any():
         raise ValueError("no query has a same-class item among the references: retrieval metrics are undefined")
-    matches = reference_labels[ranking.neighbors[valid]] == query_labels[valid, None]
-    results = {f"recall@{k}": float(matches[:, :k].any(axis=1).mean()) for k in recall_ks}
-    results.update({f"precision@{k}": float(matches[:, :k].mean()) for k in precision_ks})
+    positions = ranking.list_ranks[valid]
+    results = {f"recall@{k}": float((positions[:, 0] <= k).mean()) for k in recall_ks}
+    results.update({f"precision@{k}": float((positions[:, :k] <= k).sum(axis=1).mean() / k) for k in precision_ks})
     if rank_metrics:
         ranks = ranking.positive_ranks[valid]
         num = ranking.num_positives[valid, None]
@@ -247,9 +259,20 @@ def kmeans_clusters(
     *,
     seed: int = 0,
     niter: int = KMEANS_NITER,
+    max_points_per_centroid: int | None = None,
     gpu: "faiss.StandardGpuResources | None" = None,
 ) -> np.ndarray:
-    """Cluster ids of k-means (faiss, random initialisation, no subsampling) on float32 rows."""
+    """Cluster ids of k-means (faiss, random initialisation) on float32 rows.
+
+    Args:
+        embeddings: (N, D) float32 rows.
+        num_clusters: number of clusters.
+        seed: faiss seed (initial centroids and subsample).
+        niter: most Lloyd iterations; faiss stops earlier once the objective stops decreasing.
+        max_points_per_centroid: train on a random subsample of this many points per cluster
+            (None: every point); every point is assigned to the final centroids.
+        gpu: faiss GPU resources, or None for the CPU.
+    """
     kmeans = faiss.Kmeans(
         embeddings.shape[1],
         num_clusters,
@@ -257,7 +280,7 @@ def kmeans_clusters(
         seed=seed,
         gpu=gpu is not None,
         min_points_per_centroid=1,  # no warning for few points per cluster (SOP: ~5)
-        max_points_per_centroid=len(embeddings),  # cluster every point, no subsampling
+        max_points_per_centroid=max_points_per_centroid or len(embeddings),
     )
     kmeans.train(embeddings)
     return kmeans.index.search(embeddings, 1)[1][:, 0]
@@ -316,80 +339,187 @@ def brute_force_knn(
 # ---- internals ---------------------------------------------------------------------------------
 
 
-class _BlockScan:
-    """Accumulates, block by block of negated similarities, the k-NN heaps and the positive counts.
+class _Scan(NamedTuple):
+    """What every worker of :func:`_count_negatives` reads: the rows in scan order (queries by
+    decreasing number of positives, so that positive slot m touches a prefix of every block)."""
 
-    For the counts, each row's positives are masked out of the block and the remaining (negative)
-    entries at most each positive's negated similarity are counted, positive by positive. Rows of a
-    block are visited by decreasing number of positives, so positive m only touches the rows that
-    have more than m positives (SOP: 1 to 11 positives per query).
+    queries: np.ndarray  # (Q, D) in scan order
+    references: np.ndarray  # (M, D): the scan-ordered queries themselves when same_set
+    thresholds: np.ndarray  # (Q, S) similarity of each counted positive slot
+    positive_columns: np.ndarray  # (Q, W) column of every positive among the references, -1 padded
+    positive_ids: np.ndarray  # (Q, num_list) original reference id of each listed positive
+    column_ids: np.ndarray  # (M,) original reference id of each column
+    ends: np.ndarray  # (S,) number of scan rows with more than m positives
+    num_list: int
+    same_set: bool
+    gpu: "faiss.StandardGpuResources | None"
+    gpu_lock: threading.Lock
+
+
+def _count_negatives(
+    queries: np.ndarray,
+    references: np.ndarray | None,
+    positives: np.ndarray,
+    similarities: np.ndarray,
+    *,
+    num_slots: int,
+    num_list: int,
+    gpu: "faiss.StandardGpuResources | None",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Negatives at least as similar as each positive, and before it in the neighbour list.
+
+    One pass over the similarity matrix, block by block (only the upper triangle when the queries
+    are the references: a block counts for its rows and, column-wise, for its columns). Positives
+    (and the query itself) are masked out of each block, then the block is compared with the
+    similarity of each positive slot. Equal similarities before a positive in the list are those of
+    smaller reference index: they are counted only for the rare rows where a negative equals it.
+
+    Args:
+        queries: (Q, D) unit vectors.
+        references: (M, D) unit vectors, or None: the queries, each without itself.
+        positives: (Q, W) ids of each query's positives in list order, -1 padded.
+        similarities: (Q, W) their similarities (descending).
+        num_slots: count for the first this many positive slots.
+        num_list: count the list position for the first this many (<= num_slots).
+        gpu: faiss GPU resources for the similarity blocks, or None.
+
+    Returns:
+        (Q, num_slots) and (Q, num_list) int64 counts (zero in padded slots).
     """
+    same_set = references is None
+    num_positives = (positives >= 0).sum(axis=1)
+    order = np.argsort(-num_positives, kind="stable")
+    scan_queries = queries[order]
+    scan_positives = positives[order]
+    if same_set:
+        position = np.empty_like(order)
+        position[order] = np.arange(len(order))
+        columns = np.where(scan_positives >= 0, position[scan_positives], -1)
+        references, column_ids = scan_queries, order
+    else:
+        columns, column_ids = scan_positives, np.arange(len(references))
+    scan = _Scan(
+        scan_queries, references, similarities[order, :num_slots], columns, scan_positives[:, :num_list],
+        column_ids, (num_positives[order, None] > np.arange(num_slots)).sum(axis=0), num_list, same_set,
+        gpu, threading.Lock(),
+    )
+    num_queries, num_refs = len(queries), len(references)
+    blocks = [
+        (r0, c0)
+        for r0 in range(0, num_queries, BLOCK_SIZE)
+        for c0 in range(r0 if same_set else 0, num_refs, BLOCK_SIZE)
+    ]
+    workers = min(faiss.omp_get_max_threads(), len(blocks)) if num_slots else 0
+    free = queue.SimpleQueue()
+    for _ in range(workers):
+        free.put(_Counter(scan))
 
-    def __init__(self, num_queries: int, k: int, positives: np.ndarray, positive_dists: np.ndarray):
-        self.num_positives = (positives >= 0).sum(axis=1)
-        self.heap = faiss.ResultHeap(num_queries, k) if k else None
-        # Within each BLOCK_SIZE chunk of rows: rows sorted by decreasing number of positives.
-        self.order = np.concatenate(
-            [
-                start + np.argsort(-self.num_positives[start : start + BLOCK_SIZE], kind="stable")
-                for start in range(0, num_queries, BLOCK_SIZE)
-            ]
-        )
-        self.sorted_num = self.num_positives[self.order]
-        self.sorted_positives = positives[self.order]
-        self.sorted_dists = positive_dists[self.order]
-        self.sorted_counts = np.zeros(positive_dists.shape, dtype=np.int64)
-        self.buffers = np.zeros((2, BLOCK_SIZE, _round_up(BLOCK_SIZE, 8)), dtype=bool)  # one per concurrent add
+    def run(block: tuple[int, int]) -> None:
+        counter = free.get()
+        counter.add_block(*block)
+        free.put(counter)
 
-    def add(self, dists: np.ndarray, r0: int, c0: int, transposed: bool = False) -> None:
-        """Add a block of negated similarities: rows r0.., columns (reference ids) c0..
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        list(pool.map(run, blocks if workers else ()))
+    counters = [free.get() for _ in range(workers)]
+    at_least = np.zeros((num_queries, num_slots), np.int64)
+    in_list = np.zeros((num_queries, num_list), np.int64)
+    at_least[order] = sum((c.at_least for c in counters), np.zeros_like(at_least))
+    in_list[order] = sum((c.in_list for c in counters), np.zeros_like(in_list))
+    return at_least, in_list
 
-        With ``transposed``, add the transpose of ``dists`` (so that the block and its transpose can
-        be added at the same time from two threads).
-        """
-        if transposed:
-            dists = np.ascontiguousarray(dists.T)
-        num_rows, num_cols = dists.shape
-        if self.heap is not None:
-            self.heap.heaps.addn(num_cols, faiss.swig_ptr(dists), c0, r0, num_rows)
-        if not self.sorted_dists.shape[1]:  # positive ranks not requested
-            return
-        rows = slice(r0, r0 + num_rows)
-        block = dists[self.order[rows] - r0]
-        positives = self.sorted_positives[rows]
-        hit_rows, hit_slots = np.nonzero((positives >= c0) & (positives < c0 + num_cols))
-        block[hit_rows, positives[hit_rows, hit_slots] - c0] = np.inf  # count negatives only
-        thresholds = self.sorted_dists[rows]
-        counts = self.sorted_counts[rows]
-        buffer = self.buffers[int(transposed), :, : _round_up(num_cols, 8)]
-        buffer[:, num_cols:] = False  # padding columns count nothing
-        for m in range(self.sorted_num[r0]):  # the first row has the most positives
-            n = np.count_nonzero(self.sorted_num[rows] > m)
-            np.less_equal(block[:n], thresholds[:n, m : m + 1], out=buffer[:n, :num_cols])
-            counts[:n, m] += _count_per_row(buffer[:n])
 
-    def neighbors(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.heap is None:
-            return np.zeros((len(self.num_positives), 0), np.int64), np.zeros((len(self.num_positives), 0), np.float32)
-        self.heap.finalize()
-        return self.heap.I, self.heap.D
+class _Counter:
+    """One worker's counts (in scan order) over the blocks it is given, and its buffers."""
 
-    def positive_ranks(self, num_references: int) -> np.ndarray:
-        """Rank of positive m = positives at least as similar (ties included) + negatives counted."""
-        counts = np.empty_like(self.sorted_counts)
-        counts[self.order] = self.sorted_counts
-        dists = np.empty_like(self.sorted_dists)
-        dists[self.order] = self.sorted_dists
-        ranks = rankdata(dists, method="max", axis=1).astype(np.int64) + counts
-        ranks[np.arange(ranks.shape[1]) >= self.num_positives[:, None]] = num_references + 1
-        return ranks
+    def __init__(self, scan: _Scan):
+        self.scan = scan
+        self.at_least = np.zeros(scan.thresholds.shape, np.int64)
+        self.in_list = np.zeros((len(scan.thresholds), scan.num_list), np.int64)
+        self.dists = np.empty(STRIP_ROWS * BLOCK_SIZE, np.float32)
+        self.mask = np.empty(STRIP_ROWS * _round_up(BLOCK_SIZE, 8), bool)
+
+    def add_block(self, r0: int, c0: int) -> None:
+        """Rows r0.. (and, off the diagonal of the same set, columns c0..) of the scan, strip by strip."""
+        scan = self.scan
+        c1 = min(c0 + BLOCK_SIZE, len(scan.references))
+        for s0 in range(r0, min(r0 + BLOCK_SIZE, len(scan.queries)), STRIP_ROWS):
+            s1 = min(s0 + STRIP_ROWS, r0 + BLOCK_SIZE, len(scan.queries))
+            sims = self.similarities(s0, s1, c0, c1)
+            self.add_rows(sims, s0, c0)
+            if scan.same_set and c0 != r0:  # the transposed block: its columns are queries too
+                self.add_columns(sims, s0, c0)
+
+    def similarities(self, s0: int, s1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows s0..s1 x columns c0..c1 of the similarity matrix, positives and self at -inf."""
+        scan = self.scan
+        sims = self.dists[: (s1 - s0) * (c1 - c0)].reshape(s1 - s0, c1 - c0)
+        with scan.gpu_lock if scan.gpu is not None else contextlib.nullcontext():
+            _inner_products(scan.queries[s0:s1], scan.references[c0:c1], scan.gpu, out=sims)
+        columns = scan.positive_columns[s0:s1]
+        rows, slots = np.nonzero((columns >= c0) & (columns < c1))  # a positive pair is one both ways
+        sims[rows, columns[rows, slots] - c0] = -np.inf
+        if scan.same_set and s0 < c1 and c0 < s1:  # diagonal block: a query is not its own neighbour
+            rows = np.arange(s1 - s0)
+            sims[rows, s0 - c0 + rows] = -np.inf
+        return sims
+
+    def add_rows(self, sims: np.ndarray, s0: int, c0: int) -> None:
+        """Count, for the queries of rows s0.., the columns of ``sims`` above their positives."""
+        scan = self.scan
+        num_rows, width = sims.shape
+        mask = self.mask[: num_rows * _round_up(width, 8)].reshape(num_rows, -1)
+        mask[:, width:] = False  # padding columns count nothing
+        for m, end in enumerate(scan.ends):
+            n = min(end - s0, num_rows)
+            if n <= 0:
+                break
+            threshold = scan.thresholds[s0 : s0 + n, m, None]
+            np.greater_equal(sims[:n], threshold, out=mask[:n, :width])
+            at_least = _count_per_row(mask[:n])
+            self.at_least[s0 : s0 + n, m] += at_least
+            if m < scan.num_list:
+                np.greater(sims[:n], threshold, out=mask[:n, :width])
+                before = _count_per_row(mask[:n])
+                tied = np.flatnonzero(at_least > before)  # ties: those of smaller index come first
+                before[tied] += np.count_nonzero(
+                    (sims[tied] == threshold[tied])
+                    & (scan.column_ids[c0 : c0 + width] < scan.positive_ids[s0 + tied, m, None]),
+                    axis=1,
+                )
+                self.in_list[s0 : s0 + n, m] += before
+
+    def add_columns(self, sims: np.ndarray, s0: int, c0: int) -> None:
+        """Count, for the queries of columns c0.., the rows s0.. of ``sims`` above their positives."""
+        scan = self.scan
+        num_rows, width = sims.shape
+        mask = self.mask[: num_rows * width].reshape(num_rows, width)
+        for m, end in enumerate(scan.ends):
+            n = min(end - c0, width)
+            if n <= 0:
+                break
+            threshold = scan.thresholds[c0 : c0 + n, m]
+            np.greater_equal(sims[:, :n], threshold, out=mask[:, :n])
+            at_least = _count_per_column(mask[:, :n])
+            self.at_least[c0 : c0 + n, m] += at_least
+            if m < scan.num_list:
+                np.greater(sims[:, :n], threshold, out=mask[:, :n])
+                before = _count_per_column(mask[:, :n])
+                tied = np.flatnonzero(at_least > before)
+                before[tied] += np.count_nonzero(
+                    (sims[:, tied] == threshold[tied])
+                    & (scan.column_ids[s0 : s0 + num_rows, None] < scan.positive_ids[c0 + tied, m]),
+                    axis=0,
+                )
+                self.in_list[c0 : c0 + n, m] += before
 
 
 def _positives(
     queries: np.ndarray, query_labels: np.ndarray, references: np.ndarray, reference_labels: np.ndarray, same_set: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's same-class references (self excluded): ids padded with -1, and their negated
-    similarities ascending (most similar first) padded with inf. One small product per class."""
+    """Each query's same-class references (self excluded) in list order (most similar first, equal
+    similarities by smaller index): ids padded with -1 and similarities padded with -inf. One small
+    product per class."""
     ref_order = np.argsort(reference_labels, kind="stable")
     ref_sorted = reference_labels[ref_order]
     query_order = np.argsort(query_labels, kind="stable")
@@ -397,7 +527,7 @@ def _positives(
     num = np.searchsorted(ref_sorted, query_labels, "right") - starts - same_set
     width = int(num.max(initial=0))
     ids = np.full((len(queries), width), -1, dtype=np.int64)
-    dists = np.full((len(queries), width), np.inf, dtype=np.float32)
+    sims = np.full((len(queries), width), -np.inf, dtype=np.float32)
     splits = np.flatnonzero(np.diff(query_labels[query_order])) + 1
     for members in np.split(query_order, splits):
         label = query_labels[members[0]]
@@ -405,13 +535,13 @@ def _positives(
         m = len(refs) - same_set
         if m <= 0:
             continue
-        block = -(queries[members] @ references[refs].T)
+        block = queries[members] @ references[refs].T
         if same_set:  # members == refs: the diagonal is the query itself
-            np.fill_diagonal(block, np.inf)
-        order = np.argsort(block, axis=1, kind="stable")[:, :m]
+            np.fill_diagonal(block, -np.inf)
+        order = np.argsort(-block, axis=1, kind="stable")[:, :m]
         ids[members, :m] = refs[order]
-        dists[members, :m] = np.take_along_axis(block, order, axis=1)
-    return ids, dists
+        sims[members, :m] = np.take_along_axis(block, order, axis=1)
+    return ids, sims
 
 
 def _count_per_row(mask: np.ndarray) -> np.ndarray:
@@ -423,8 +553,48 @@ def _count_per_row(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint64).sum(axis=1).view(np.uint8).reshape(-1, 8).sum(axis=1, dtype=np.int64)
 
 
+def _count_per_column(mask: np.ndarray) -> np.ndarray:
+    """True entries per column of a bool array of at most 255 rows (uint8 sums cannot overflow)."""
+    return np.add.reduce(mask.view(np.uint8), axis=0, dtype=np.uint8).astype(np.int64)
+
+
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
+
+
+def _knn(
+    queries: np.ndarray, references: np.ndarray | None, k: int, gpu: "faiss.StandardGpuResources | None"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k-NN by inner product, (ids, similarities), most similar first and equal similarities
+    by smaller index; references None: among the queries, each without itself.
+
+    faiss' max-heaps of negated similarities keep, of equal values, the first added; reference
+    blocks are added in increasing order.
+    """
+    same_set = references is None
+    references = queries if same_set else references
+    heap = faiss.ResultHeap(len(queries), k)
+    for r0 in range(0, len(queries) if k else 0, BLOCK_SIZE):
+        for c0 in range(0, len(references), BLOCK_SIZE):
+            dists = -_inner_products(queries[r0 : r0 + BLOCK_SIZE], references[c0 : c0 + BLOCK_SIZE], gpu)
+            if same_set and r0 == c0:
+                np.fill_diagonal(dists, np.inf)
+            heap.heaps.addn(dists.shape[1], faiss.swig_ptr(dists), c0, r0, dists.shape[0])
+    heap.finalize()
+    return heap.I, -heap.D
+
+
+def _inner_products(
+    a: np.ndarray, b: np.ndarray, gpu: "faiss.StandardGpuResources | None", out: np.ndarray | None = None
+) -> np.ndarray:
+    """``a @ b.T`` as a C-contiguous float32 array (into ``out`` if given), on the GPU when resources are given."""
+    if gpu is None:
+        return np.matmul(a, b.T, out=out)
+    sims = faiss.pairwise_distance_gpu(gpu, a, b, metric=faiss.METRIC_INNER_PRODUCT)
+    if out is None:
+        return sims
+    out[...] = sims
+    return out
 
 
 def _top_k(sims: np.ndarray, k: int) -> np.ndarray:
@@ -435,13 +605,6 @@ def _top_k(sims: np.ndarray, k: int) -> np.ndarray:
     rows, cols = rows[order], cols[order]
     position = np.arange(len(rows)) - np.searchsorted(rows, rows)
     return cols[position < k].reshape(len(sims), k)
-
-
-def _matmul_t(a: np.ndarray, b: np.ndarray, gpu) -> np.ndarray:
-    """``a @ b.T`` as a C-contiguous float32 block, on the GPU when resources are given."""
-    if gpu is None:
-        return a @ b.T
-    return faiss.pairwise_distance_gpu(gpu, a, b, metric=faiss.METRIC_INNER_PRODUCT)
 
 
 def gpu_resources(use_gpu: bool) -> "faiss.StandardGpuResources | None":
