@@ -15,10 +15,29 @@ def test_tiny_cnn_embeddings_are_unit_vectors():
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
 
 
+def test_small_cnn_is_the_four_block_network_of_the_peer_benchmark():
+    net = build_embedding_net("small_cnn", embedding_dim=64, input_size=64)
+    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size) for c in convs] == [(32, (3, 3)), (64, (3, 3)), (128, (3, 3)), (256, (3, 3))]
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in net.layers) == 4
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in net.layers) == 3
+    assert net.get_layer("pool").output.shape == (None, 256)
+    assert net.get_layer("preprocessing").mode == "standardize"
+    # 3x3 convs without bias, 4 values per BN channel (scale, offset, moving mean and variance), 256 -> 64 head
+    assert net.count_params() == 9 * (3 * 32 + 32 * 64 + 64 * 128 + 128 * 256) + 4 * (32 + 64 + 128 + 256) + 256 * 64 + 64
+    out = np.asarray(net(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
 def test_preprocessing_modes_map_pixels_as_the_backbones_expect():
     pixel = np.array([[[[0.0, 127.5, 255.0]]]], dtype="float32")  # R, G, B
     np.testing.assert_allclose(np.asarray(ImagePreprocessing("tf")(pixel))[0, 0, 0], [-1.0, 0.0, 1.0])
     np.testing.assert_allclose(np.asarray(ImagePreprocessing("unit")(pixel))[0, 0, 0], [0.0, 0.5, 1.0])
+    # standardize: (x / 255 - ImageNet mean) / ImageNet std per channel
+    np.testing.assert_allclose(
+        np.asarray(ImagePreprocessing("standardize")(pixel))[0, 0, 0],
+        [(0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (1 - 0.406) / 0.225], rtol=1e-5,
+    )
     # caffe: RGB -> BGR, minus the ImageNet mean (103.939, 116.779, 123.68)
     np.testing.assert_allclose(
         np.asarray(ImagePreprocessing("caffe")(pixel))[0, 0, 0], [255 - 103.939, 127.5 - 116.779, 0 - 123.68], rtol=1e-5
@@ -58,4 +77,4 @@ def test_bad_backbone_arguments_are_named():
         build_embedding_net("tiny_cnn", weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         build_embedding_net("resnet50", input_size=32, weights="missing.h5")
-    assert set(backbones.BACKBONES) == {"inception_v3", "resnet50", "tiny_cnn"}
+    assert set(backbones.BACKBONES) == {"inception_v3", "resnet50", "small_cnn", "tiny_cnn"}

@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.datasets import load_digits as sklearn_digits
 
 from zoo.data import DATASETS, ImageSet, PKSampler, eval_pipeline, load_dataset, train_pipeline
-from zoo.data.pipeline import resized_size
+from zoo.data.pipeline import random_resized_boxes, resized_size
 from zoo.data.synthetic import make_synthetic
 
 
@@ -227,6 +227,38 @@ def test_train_pipeline_flips_only_when_allowed():
         results[allow_flip] = batches[:, :, 0].mean(axis=(1, 2)) > batches[:, :, -1].mean(axis=(1, 2))
     assert results[False].all()  # never mirrored
     assert 0.3 < results[True].mean() < 0.7  # mirrored about half the time
+
+
+def test_random_resized_boxes_follow_torchvisions_area_and_ratio():
+    boxes = random_resized_boxes(np.random.default_rng(0), 20_000, (0.3, 0.9))
+    top, left, height, width = boxes.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + height <= 1 + 1e-6).all() and (left + width <= 1 + 1e-6).all()
+    area, ratio = height * width, width / height
+    assert 0.3 - 1e-6 <= area.min() and area.max() <= 0.9 + 1e-6  # no box reaches past the image at these areas
+    assert abs(area.mean() - 0.6) < 0.01  # uniform in (0.3, 0.9)
+    np.testing.assert_allclose([ratio.min(), ratio.max()], [3 / 4, 4 / 3], rtol=1e-3)
+    assert abs(np.log(ratio).mean()) < 0.01  # log-uniform around 1
+
+
+def test_random_resized_crop_zooms_into_the_image():
+    """Red = column, green = row: the colour range of a crop is the fraction of the image it spans."""
+    ramp = np.arange(32, dtype=np.uint8) * 8
+    image = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], np.uint8(0)), axis=-1)
+    image_set = ImageSet("toy", "train", np.repeat(np.arange(4), 2).astype(np.int32), tuple("abcd"),
+                         np.repeat(image[None], 8, axis=0), None, allow_flip=False)
+
+    def spans(**augmentation):
+        (x, _), = take(train_pipeline(image_set, 16, 4, 2, seed=0, **augmentation), 1)
+        return (x[..., :2].max(axis=(1, 2)) - x[..., :2].min(axis=(1, 2))) / 248.0  # (8, 2): width, height
+
+    assert (spans() > 0.8).all()  # resize to 18, crop 16: 16/18 of the image minus the edge pixels
+    # 20 % of the area at ratios 3/4-4/3: each side spans sqrt(0.2 * 3/4) = 0.39 to sqrt(0.2 * 4/3) = 0.52
+    zoomed = spans(augmentation="random_resized_crop", crop_scale=(0.2, 0.2))
+    assert 0.3 < zoomed.min() and zoomed.max() < 0.55
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'"):
+        train_pipeline(image_set, 16, 4, 2, augmentation="mixup")
+    with pytest.raises(ValueError, match="crop_scale"):
+        train_pipeline(image_set, 16, 4, 2, augmentation="random_resized_crop", crop_scale=(0.5, 1.5))
 
 
 def test_eval_pipeline_keeps_order_and_center_crops():

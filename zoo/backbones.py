@@ -30,6 +30,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "inception_v3": BackboneSpec(keras.applications.InceptionV3, "tf", 299, "imagenet"),
     "resnet50": BackboneSpec(keras.applications.ResNet50, "caffe", 224, "imagenet"),
     "tiny_cnn": BackboneSpec(None, "unit", 32, None),
+    "small_cnn": BackboneSpec(None, "standardize", 64, None),
 }
 
 
@@ -38,14 +39,19 @@ class ImagePreprocessing(layers.Layer):
     """Maps [0, 255] RGB pixels to a backbone's expected input.
 
     Modes: ``"tf"`` -> [-1, 1] (InceptionV3); ``"caffe"`` -> BGR minus the ImageNet mean
-    (ResNet50); ``"unit"`` -> [0, 1] (tiny_cnn).
+    (ResNet50); ``"unit"`` -> [0, 1] (tiny_cnn); ``"standardize"`` -> per channel
+    ``(x / 255 - mean) / std`` with the ImageNet mean and std (small_cnn, as torchvision's
+    ``Normalize`` in pytorch-metric-learning's examples).
     """
 
     _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+    _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+    _IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+    MODES = ("tf", "caffe", "unit", "standardize")
 
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("tf", "caffe", "unit"):
+        if mode not in self.MODES:
             raise ValueError(f"unknown preprocessing mode {mode!r}")
         self.mode = mode
 
@@ -55,21 +61,35 @@ class ImagePreprocessing(layers.Layer):
             return images / 127.5 - 1.0
         if self.mode == "caffe":
             return images[..., ::-1] - keras.ops.convert_to_tensor(self._CAFFE_MEAN_BGR, self.compute_dtype)
+        if self.mode == "standardize":
+            mean = keras.ops.convert_to_tensor(self._IMAGENET_MEAN_RGB, self.compute_dtype)
+            std = keras.ops.convert_to_tensor(self._IMAGENET_STD_RGB, self.compute_dtype)
+            return (images / 255.0 - mean) / std
         return images / 255.0
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _tiny_cnn(input_tensor: keras.KerasTensor) -> keras.KerasTensor:
-    """Three conv blocks (32-64-128 filters) with BatchNorm: fast on CPU, for tests and digits."""
+def _conv_blocks(input_tensor: keras.KerasTensor, filters: tuple[int, ...], pooled_blocks: int) -> keras.KerasTensor:
+    """3x3 conv -> BatchNorm -> ReLU blocks, a 2x2 max-pool after each of the first ``pooled_blocks``."""
     x = input_tensor
-    for filters in (32, 64, 128):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    for block, width in enumerate(filters):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
-        x = layers.MaxPooling2D()(x)
+        if block < pooled_blocks:
+            x = layers.MaxPooling2D()(x)
     return x
+
+
+# CPU backbones built here (no keras.applications constructor): the conv stack of each.
+_CPU_BACKBONES: dict[str, Callable[[keras.KerasTensor], keras.KerasTensor]] = {
+    # Three blocks (32-64-128), each pooled: fast on CPU, for tests and digits.
+    "tiny_cnn": lambda x: _conv_blocks(x, (32, 64, 128), pooled_blocks=3),
+    # pytorch-metric-learning's CPU benchmark network: four blocks (32-64-128-256), the first three pooled.
+    "small_cnn": lambda x: _conv_blocks(x, (32, 64, 128, 256), pooled_blocks=3),
+}
 
 
 def _applications_backbone(
@@ -106,11 +126,12 @@ def build_embedding_net(
     """The embedding net F: images (B, S, S, 3) in [0, 255] -> L2-normalised (B, embedding_dim).
 
     Args:
-        backbone: one of ``BACKBONES`` (``inception_v3``, ``resnet50``, ``tiny_cnn``).
+        backbone: one of ``BACKBONES`` (``inception_v3``, ``resnet50``; on CPU ``small_cnn``, the
+            four-block network of pytorch-metric-learning's CPU benchmarks, and ``tiny_cnn``).
         embedding_dim: size of the linear embedding layer on top of global average pooling.
         input_size: square image side; the backbone's default when None.
         weights: ``"imagenet"``, ``None`` (random init) or a path to a local no-top weights file;
-            ``"default"`` means ImageNet for the keras.applications backbones, None for tiny_cnn.
+            ``"default"`` means ImageNet for the keras.applications backbones, None for the CPU ones.
         freeze_batchnorm: freeze every BatchNormalization layer of the backbone (statistics and
             scale/offset), the protocol of the papers that fine-tune with small batches.
 
@@ -127,8 +148,8 @@ def build_embedding_net(
     x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(images)
     if spec.constructor is None:
         if weights is not None:
-            raise ValueError("tiny_cnn has no pretrained backbone weights: use weights=None")
-        features = _tiny_cnn(x)
+            raise ValueError(f"{backbone} has no pretrained backbone weights: use weights=None")
+        features = _CPU_BACKBONES[backbone](x)
     else:
         base = _applications_backbone(backbone, spec, x, weights)
         features = base.output

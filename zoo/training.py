@@ -51,6 +51,8 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     classes_per_batch: int = 5
     images_per_class: int = 16
+    augmentation: str = "resize_crop"  # or "random_resized_crop" (zoo.data.pipeline.AUGMENTATIONS)
+    crop_scale: tuple[float, float] = (0.16, 1.0)
     learning_rate: float = 1e-3
     weight_decay: float | None = None
     eval_every: int = 5
@@ -146,7 +148,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     batch_size = config.classes_per_batch * config.images_per_class
     train_data = model.make_train_dataset(
-        train_set, config.input_size, config.classes_per_batch, config.images_per_class, seed=config.seed
+        train_set, config.input_size, config.classes_per_batch, config.images_per_class, seed=config.seed,
+        augmentation=config.augmentation, crop_scale=tuple(config.crop_scale),
     )
     eval_data, gallery_data = evaluation_pipelines(queries, gallery, config)
     callbacks = [
@@ -212,6 +215,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
     parser.add_argument("--image-size", type=int, dest="input_size")
     parser.add_argument("--batch-classes", type=int, dest="classes_per_batch", help="P classes per batch")
     parser.add_argument("--batch-images", type=int, dest="images_per_class", help="K images per class")
+    parser.add_argument("--augmentation", choices=("resize_crop", "random_resized_crop"),
+                        help="training crops: resize 256/224 + random crop, or random resized crop")
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--eval-every", type=int)
     parser.add_argument("--run-dir")
@@ -234,7 +239,7 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
     if args.dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
     for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "embedding_dim", "input_size",
-                 "classes_per_batch", "images_per_class", "learning_rate", "eval_every", "run_dir", "seed",
+                 "classes_per_batch", "images_per_class", "augmentation", "learning_rate", "eval_every", "run_dir", "seed",
                  "strategy", "publish_as"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)

@@ -8,6 +8,8 @@ ImageSet into an infinite stream of class-balanced batches (P classes x K images
 Datasets (:data:`DATASETS`):
 
 - ``digits`` (default): scikit-learn's bundled 8x8 digits, classes 0-4 train, 5-9 test.
+- ``glyphs``: Unicode characters rendered from the fonts matplotlib ships, Omniglot-like: hundreds of
+  classes of 24 images, split by Unicode block (:mod:`zoo.data.glyphs`).
 - ``synthetic``: procedurally generated images (:mod:`zoo.data.synthetic`).
 - ``cub200``, ``cars196``, ``sop``, ``inshop``: the benchmarks, read from their official
   directory layouts or from tensorflow-datasets (:mod:`zoo.data.benchmarks`).
@@ -34,7 +36,7 @@ __all__ = [
     "train_pipeline",
 ]
 
-DATASETS: tuple[str, ...] = ("digits", "synthetic", "cub200", "cars196", "sop", "inshop", "folder")
+DATASETS: tuple[str, ...] = ("digits", "glyphs", "synthetic", "cub200", "cars196", "sop", "inshop", "folder")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     **{name: ("train", "test") for name in DATASETS},
@@ -163,8 +165,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None, *
         split: one of ``SPLITS[name]``: ``"train"`` or ``"test"``; In-Shop has ``"train"``,
             ``"query"`` and ``"gallery"``.
         data_dir: folder holding the benchmarks (see :func:`zoo.data.benchmarks.load_benchmark`);
-            unused by ``digits`` and ``synthetic``.
-        **options: options of the dataset's loader (``synthetic``:
+            unused by ``digits``, ``glyphs`` and ``synthetic``.
+        **options: options of the dataset's loader (``glyphs``: :func:`zoo.data.glyphs.load_glyphs`; ``synthetic``:
             :func:`zoo.data.synthetic.load_synthetic`; benchmarks: ``source``, ``download``,
             ``manual_dir``, ``cache_dir``).
 
@@ -187,6 +189,10 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None, *
         from zoo.data.digits import load_digits
 
         return load_digits(split, **options)
+    if name == "glyphs":
+        from zoo.data.glyphs import load_glyphs
+
+        return load_glyphs(split, **options)
     if name == "synthetic":
         from zoo.data.synthetic import load_synthetic
 

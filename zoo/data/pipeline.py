@@ -1,10 +1,16 @@
 """tf.data input pipelines: class-balanced training batches and ordered evaluation batches.
 
 Both pipelines yield ``(images, labels)``: float32 RGB images in [0, 255] of shape
-(batch, S, S, 3) and int32 labels. Images (decoded from files with ``tf.io.decode_image``,
-or taken from memory) are resized to a square of side ``R = round(S * 256 / 224)``, then
-cropped to ``S x S``: at a random place and randomly mirrored for training (mirroring only
-when the set's ``allow_flip``), at the center for evaluation.
+(batch, S, S, 3) and int32 labels. Images are decoded from files with ``tf.io.decode_image``
+or taken from memory. Evaluation resizes them to a square of side ``R = round(S * 256 / 224)``
+and crops the center ``S x S``. Training uses one of :data:`AUGMENTATIONS`, then mirrors
+randomly when the set's ``allow_flip``:
+
+- ``"resize_crop"`` (the default): resize to R x R, crop S x S at a random place (the
+  protocol of the zoo's papers, e.g. THSG Sec. 6.1: 256 -> random 227 crop);
+- ``"random_resized_crop"``: a random box of ``crop_scale`` (default 0.16-1) of the image's
+  area and aspect ratio 3/4-4/3 resized to S x S, as torchvision's ``RandomResizedCrop`` that
+  today's DML code bases train with (pytorch-metric-learning's examples, Musgrave et al. 2020).
 
 Training batches are P classes x K images from :class:`PKSampler`. All randomness (the
 sampler and the crop/flip draws) comes from numpy generators seeded by ``seed``, and the
@@ -13,7 +19,7 @@ parallel map keeps order, so a pipeline is deterministic for its seed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -80,6 +86,11 @@ class PKSampler:
             yield self.sample_batch(rng)
 
 
+AUGMENTATIONS: tuple[str, ...] = ("resize_crop", "random_resized_crop")
+DEFAULT_CROP_SCALE: tuple[float, float] = (0.16, 1.0)
+_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's aspect ratios (torchvision's default)
+
+
 def resized_size(image_size: int) -> int:
     """Side R of the square images are resized to before cropping ``image_size``: S * 256 / 224."""
     return int(round(image_size * 256 / 224))
@@ -109,13 +120,48 @@ def _resize_crop(image: tf.Tensor, image_size: int, offset: tf.Tensor, flip: tf.
     resized = resized_size(image_size)
     image = tf.image.resize(image, [resized, resized], antialias=True)
     image = tf.image.crop_to_bounding_box(image, offset[0], offset[1], image_size, image_size)
+    return _finish(image, image_size, flip)
+
+
+def _box_crop(image: tf.Tensor, image_size: int, box: tf.Tensor, flip: tf.Tensor | bool) -> tf.Tensor:
+    """Crop ``box`` = (top, left, height, width) as fractions of the image, resize to S x S, mirror when ``flip``."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    size = tf.maximum(tf.cast(tf.round(box[2:] * shape), tf.int32), 1)
+    corner = tf.minimum(tf.cast(tf.floor(box[:2] * shape), tf.int32), tf.shape(image)[:2] - size)
+    image = tf.image.crop_to_bounding_box(image, corner[0], corner[1], size[0], size[1])
+    return _finish(tf.image.resize(image, [image_size, image_size], antialias=True), image_size, flip)
+
+
+def _finish(image: tf.Tensor, image_size: int, flip: tf.Tensor | bool) -> tf.Tensor:
     image = tf.where(flip, tf.reverse(image, axis=[1]), image)
     image = tf.clip_by_value(image, 0.0, 255.0)  # bilinear weights sum to 1 only up to float rounding
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
+def random_resized_boxes(rng: np.random.Generator, count: int, scale: Sequence[float]) -> np.ndarray:
+    """``count`` crop boxes (top, left, height, width) as fractions of an image, float32 (count, 4).
+
+    Area fraction uniform in ``scale``, log aspect ratio uniform in log(3/4)..log(4/3) (torchvision's
+    ``RandomResizedCrop``); a box wider or taller than the image is clipped to it instead of redrawn.
+    """
+    area = rng.uniform(scale[0], scale[1], count)
+    ratio = np.exp(rng.uniform(np.log(_CROP_RATIO[0]), np.log(_CROP_RATIO[1]), count))
+    height, width = np.minimum(np.sqrt(area / ratio), 1.0), np.minimum(np.sqrt(area * ratio), 1.0)
+    top, left = rng.uniform(0.0, 1.0 - height), rng.uniform(0.0, 1.0 - width)
+    return np.stack([top, left, height, width], axis=1).astype(np.float32)
+
+
+def _check_augmentation(augmentation: str, crop_scale: Sequence[float]) -> None:
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; choose one of {AUGMENTATIONS}")
+    if not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+        raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {tuple(crop_scale)}")
+
+
 def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int,
-                   seed: int = 0, *, sampler_cls: Callable[..., PKSampler] = PKSampler) -> tf.data.Dataset:
+                   seed: int = 0, *, sampler_cls: Callable[..., PKSampler] = PKSampler,
+                   augmentation: str = "resize_crop",
+                   crop_scale: Sequence[float] = DEFAULT_CROP_SCALE) -> tf.data.Dataset:
     """Endless class-balanced training batches with random crops (and flips when allowed).
 
     Args:
@@ -127,6 +173,8 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
         sampler_cls: the batch sampler, called as ``sampler_cls(labels, classes_per_batch,
             images_per_class, seed)``: a :class:`PKSampler` subclass (or a ``functools.partial``
             of one) for methods with their own batch construction.
+        augmentation: one of :data:`AUGMENTATIONS`.
+        crop_scale: area fractions of ``"random_resized_crop"``'s boxes.
 
     Returns:
         A dataset of ``(float32 (P*K, S, S, 3) images in [0, 255], int32 (P*K,) labels)`` with a
@@ -142,7 +190,8 @@ def train_pipeline(image_set: ImageSet, image_size: int, classes_per_batch: int,
         for indices in sampler:
             yield indices, rng
 
-    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches)
+    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches,
+                             augmentation=augmentation, crop_scale=crop_scale)
 
 
 def augmented_batches(
@@ -151,8 +200,11 @@ def augmented_batches(
     batch_size: int,
     index_batches: Callable[[], Iterator[tuple]],
     extra_dtypes: tuple[tf.DType, ...] = (),
+    *,
+    augmentation: str = "resize_crop",
+    crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
 ) -> tf.data.Dataset:
-    """The images of sampled index batches, each resized, randomly cropped and flipped when allowed.
+    """The images of sampled index batches, each randomly cropped (``augmentation``) and flipped when allowed.
 
     The shared body of every training pipeline (:func:`train_pipeline`, PROFS's pipeline).
 
@@ -164,29 +216,40 @@ def augmented_batches(
             batch, the numpy Generator its crop offsets and flips are drawn from, and per-image
             arrays (B,) passed through after the labels.
         extra_dtypes: the dtypes of ``extras``.
+        augmentation: one of :data:`AUGMENTATIONS`.
+        crop_scale: area fractions of ``"random_resized_crop"``'s boxes.
 
     Returns:
         A dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels, *extras)``.
     """
     _check_image_size(image_size)
+    _check_augmentation(augmentation, crop_scale)
     max_offset = resized_size(image_size) - image_size
     allow_flip = image_set.allow_flip
+    random_boxes = augmentation == "random_resized_crop"
 
     def batches() -> Iterator[tuple[np.ndarray, ...]]:
         for indices, rng, *extras in index_batches():
-            offsets = rng.integers(0, max_offset + 1, size=(batch_size, 2), dtype=np.int32)
+            if random_boxes:
+                crops = random_resized_boxes(rng, batch_size, crop_scale)
+            else:  # the crop's (top, left) pixel offsets in the R x R image
+                crops = rng.integers(0, max_offset + 1, size=(batch_size, 2), dtype=np.int32).astype(np.float32)
             flips = (rng.random(batch_size) < 0.5) & allow_flip
-            yield (indices, offsets, flips, *extras)
+            yield (indices, crops, flips, *extras)
 
     load = _image_loader(image_set)
     labels = tf.constant(image_set.labels, tf.int32)
 
-    def augment(index: tf.Tensor, offset: tf.Tensor, flip: tf.Tensor, *extras: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        return (_resize_crop(load(index), image_size, offset, flip), tf.gather(labels, index), *extras)
+    def augment(index: tf.Tensor, crop: tf.Tensor, flip: tf.Tensor, *extras: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        if random_boxes:
+            image = _box_crop(load(index), image_size, crop, flip)
+        else:
+            image = _resize_crop(load(index), image_size, tf.cast(crop, tf.int32), flip)
+        return (image, tf.gather(labels, index), *extras)
 
     signature = (
         tf.TensorSpec((batch_size,), tf.int64),
-        tf.TensorSpec((batch_size, 2), tf.int32),
+        tf.TensorSpec((batch_size, None), tf.float32),
         tf.TensorSpec((batch_size,), tf.bool),
         *(tf.TensorSpec((batch_size,), dtype) for dtype in extra_dtypes),
     )

@@ -79,12 +79,21 @@ class MetricModel(keras.Model):
 
     # ---- training --------------------------------------------------------------------------
     def make_train_dataset(
-        self, image_set: "ImageSet", image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+        self,
+        image_set: "ImageSet",
+        image_size: int,
+        classes_per_batch: int,
+        images_per_class: int,
+        seed: int = 0,
+        **augmentation: Any,
     ) -> tf.data.Dataset:
-        """The training batches this method expects: P classes x K images (override for other samplers)."""
+        """The training batches this method expects: P classes x K images (override for other samplers).
+
+        ``augmentation``: ``augmentation=`` and ``crop_scale=`` of :func:`zoo.data.train_pipeline`.
+        """
         from zoo.data import train_pipeline
 
-        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed=seed)
+        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed=seed, **augmentation)
 
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks the method itself needs during ``fit`` (``zoo.training`` adds them)."""

@@ -213,8 +213,8 @@ class ProfsSampler(PKSampler):
             step += 1
 
 
-def profs_pipeline(image_set: ImageSet, image_size: int, sampler: ProfsSampler) -> tf.data.Dataset:
-    """Endless PROFS batches with random crops (and flips when the set allows them).
+def profs_pipeline(image_set: ImageSet, image_size: int, sampler: ProfsSampler, **augmentation: Any) -> tf.data.Dataset:
+    """Endless PROFS batches with random crops (``augmentation``, as in :func:`zoo.data.train_pipeline`) and flips.
 
     Returns:
         A dataset of ``(float32 (B, S, S, 3) images in [0, 255], int32 (B,) labels,
@@ -228,7 +228,8 @@ def profs_pipeline(image_set: ImageSet, image_size: int, sampler: ProfsSampler) 
             rng = np.random.default_rng([sampler.seed, 3, step])
             yield indices, rng, is_representative.astype(np.int32)
 
-    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches, extra_dtypes=(tf.int32,))
+    return augmented_batches(image_set, image_size, sampler.batch_size, index_batches, extra_dtypes=(tf.int32,),
+                             **augmentation)
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -398,7 +399,8 @@ class ProfsModel(MetricModel):
         return int(self.optimizer.iterations.numpy()) if getattr(self, "optimizer", None) is not None else 0
 
     def make_train_dataset(
-        self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+        self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0,
+        **augmentation: Any,
     ) -> tf.data.Dataset:
         """PROFS batches ``(images, labels, is_representative)`` for this model (:func:`profs_pipeline`).
 
@@ -418,7 +420,7 @@ class ProfsModel(MetricModel):
             class_cache=self.read_representative_cache if self.hard_negative_class_mining else None,
             first_step=self.current_step,
         )
-        return profs_pipeline(image_set, image_size, sampler)
+        return profs_pipeline(image_set, image_size, sampler, **augmentation)
 
     # ---- serialisation -------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:

@@ -244,11 +244,13 @@ class TopKPrecisionModel(MetricModel):
         self.batch_size = _integer_at_least("batch_size", batch_size, 2)
 
     def make_train_dataset(
-        self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0
+        self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0,
+        **augmentation: Any,
     ) -> tf.data.Dataset:
         """Sec. 4.4 batches of ``batch_size`` images, at most ``images_per_class`` (11) per class."""
         sampler = functools.partial(TopKBatchSampler, batch_size=self.batch_size)
-        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed, sampler_cls=sampler)
+        return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed, sampler_cls=sampler,
+                              **augmentation)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

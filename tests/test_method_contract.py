@@ -1,0 +1,89 @@
+"""The contract every registered method keeps (as timm tests every entry of ``list_models()``).
+
+Parametrised over ``zoo.methods.METHODS``: a new method is covered with no edit here. Each method trains
+on the batches its own ``make_train_dataset`` builds, so methods with their own batch layout (PROFS's
+representative flags, top-k's sampler) need nothing special.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from zoo.data import load_dataset
+from zoo.export import export_saved_model, load_saved_model
+from zoo.methods import METHODS, build_model
+
+NUM_CLASSES = 4
+# Hyperparameters that make every part of a step run within a few steps (AMDAML: no pre-training phase).
+ACTIVE = {"amdaml": {"pretrain_steps": 0}, "topk": {"batch_size": 16}}
+
+
+def optimizers(model: keras.Model) -> dict[str, keras.optimizers.Optimizer]:
+    """F's optimizer and every sub-network's, by attribute name."""
+    found = {name: value for name, value in vars(model).items() if isinstance(value, keras.optimizers.Optimizer)}
+    return {"optimizer": model.optimizer, **{k: v for k, v in found.items() if v is not model.optimizer}}
+
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def stepped(request):
+    """A method's model before and after 3 steps on its own batches of a 4-class set."""
+    method = request.param
+    keras.utils.set_random_seed(0)
+    model = build_model(method, embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **ACTIVE.get(method, {}))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    image_set = load_dataset("synthetic", "train", num_classes=2 * NUM_CLASSES, images_per_class=6, image_size=16)
+    dataset = model.make_train_dataset(image_set, 16, classes_per_batch=NUM_CLASSES, images_per_class=4, seed=0)
+    before = [np.array(v) for v in model.embedding_net.trainable_variables]
+    history = model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0).history
+    images = next(iter(dataset))[0]
+    return {"method": method, "model": model, "before": before, "history": history, "images": images}
+
+
+def test_steps_move_the_embedding_net_and_count_every_optimizers_updates(stepped):
+    model = stepped["model"]
+    moved = [np.abs(np.array(v) - b).max() for v, b in zip(model.embedding_net.trainable_variables, stepped["before"])]
+    assert max(moved) > 1e-3, stepped["method"]
+    assert np.isfinite(stepped["history"]["loss"][-1])
+    for name, optimizer in optimizers(model).items():
+        assert int(optimizer.iterations) == 3, (stepped["method"], name)
+
+
+def test_call_returns_unit_embeddings(stepped):
+    embeddings = np.asarray(stepped["model"](stepped["images"]))
+    assert embeddings.shape == (len(stepped["images"]), 8)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+
+
+def test_config_round_trips_through_json(stepped):
+    model = stepped["model"]
+    config = json.dumps(model.get_config())
+    rebuilt = type(model).from_config(json.loads(config))
+    rebuilt.build()
+    assert json.loads(json.dumps(rebuilt.get_config())) == json.loads(config)
+
+
+def test_keras_file_keeps_outputs_and_every_optimizers_state(stepped, tmp_path):
+    model = stepped["model"]
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(loaded) is type(model)
+    np.testing.assert_allclose(loaded.predict(stepped["images"], verbose=0),
+                               model.predict(stepped["images"], verbose=0), atol=1e-5)
+    loaded_optimizers = optimizers(loaded)
+    for name, optimizer in optimizers(model).items():
+        assert int(loaded_optimizers[name].iterations) == int(optimizer.iterations), (stepped["method"], name)
+        for a, b in zip(loaded_optimizers[name].variables, optimizer.variables):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_zoo_export_serves_the_same_embeddings(stepped, tmp_path):
+    model = stepped["model"]
+    reloaded = load_saved_model(export_saved_model(model, tmp_path / "export"))  # held: it owns the variables
+    served = reloaded.serve(tf.constant(stepped["images"]))
+    served = next(iter(served.values())) if isinstance(served, dict) else served
+    np.testing.assert_allclose(np.asarray(served), model.predict(stepped["images"], verbose=0), atol=1e-5)
