@@ -1,5 +1,8 @@
 """zoo.Index: embed a folder, search it (exact and approximate), save and reload it; zoo index / zoo search."""
 
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pytest
 from image_folders import make_class_folder
@@ -68,6 +71,10 @@ def test_saved_index_reloads_and_refuses_another_model(model, gallery, tmp_path)
         Index.load(path, model=zoo.load("topk_digits"))
     with pytest.raises(FileNotFoundError, match="is not a saved index"):
         Index.load(tmp_path)
+    unnamed = Index(model, index.files, index.labels, index.embeddings, model_name="my_net")
+    with pytest.raises(ValueError, match="built with the model 'my_net', which is neither a registry name"):
+        Index.load(unnamed.save(tmp_path / "unnamed.index"))
+    assert len(Index.load(tmp_path / "unnamed.index", model=model)) == 12
 
 
 def test_cli_index_and_search_print_one_line_per_neighbour_own_file_first(gallery, tmp_path, capsys):
@@ -87,3 +94,34 @@ def test_cli_index_and_search_print_one_line_per_neighbour_own_file_first(galler
     assert (height, width) == (viz.PAD + cell + viz.CAPTION + viz.PAD, viz.PAD + 6 * (cell + viz.PAD) + viz.SEPARATOR)
     assert cli.main(["search", "--index", str(tmp_path / "none"), "--query", str(query)]) == 2
     assert "is not a saved index" in capsys.readouterr().err
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_blocks(section: str, language: str) -> list[str]:
+    """The ``language`` code blocks of the README section titled ``section``."""
+    text = README.read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in text.split(f"```{language}\n")[1:]]
+
+
+def test_readme_your_own_images_commands_and_python_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    make_class_folder(tmp_path / "photos", classes=8, per_class=4, names=("cats", "dogs", "owls", "cows", "bats",
+                                                                          "eels", "yaks", "emus"))
+    (command_block,) = readme_blocks("Your own images", "bash")
+    commands = [shlex.split(line.split("#")[0]) for line in command_block.strip().splitlines()]
+    assert [argv[:2] for argv in commands] == [["zoo", "train"], ["zoo", "index"], ["zoo", "search"]]
+    fast = ["--epochs", "1", "--steps-per-epoch", "2"]  # the README's command, shortened for the test
+    assert cli.main([*commands[0][1:], *fast]) == 0
+    assert (tmp_path / "runs" / "photos" / "model.keras").is_file()
+    for argv in commands[1:]:
+        assert cli.main(argv[1:]) == 0, argv
+    lines = capsys.readouterr().out.strip().splitlines()[-5:]
+    assert lines[0].split("\t")[0] == "photos/cats/img_1.jpg" and lines[0].endswith("\tcats")
+    assert Image.open(tmp_path / "result.png").mode == "RGB"
+    (python_block,) = readme_blocks("Your own images", "python")
+    exec(python_block, {})
+    printed = [line for line in capsys.readouterr().out.strip().splitlines() if "batch" not in line]  # progress
+    assert len(printed) == 5 and printed[0].split() == ["photos/cats/img_1.jpg", "0.0", "cats"]
+    assert Index.load("photos.index").model_name == "triplet_digits"

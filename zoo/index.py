@@ -164,8 +164,8 @@ class Index:
             images: the gallery.
             batch_size: images embedded per batch.
             kind: ``"exact"`` search, or approximate ``"hnsw"`` / ``"ivf"`` for large galleries.
-            model_name: saved with the index, for :meth:`load`; the spec when ``model`` is one,
-                else the Keras model's name.
+            model_name: saved with the index, for :meth:`load`: by default the registry name or
+                ``.keras`` file the model was loaded from (its ``zoo_name``), else its Keras name.
             progress: show a progress bar while embedding.
 
         Raises:
@@ -175,13 +175,14 @@ class Index:
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
         if isinstance(model, str):
-            model_name, model = model_name or model, registry.load_model(model)
+            model = registry.load_model(model)
         if isinstance(images, (str, Path)):
             files, labels = image_files(images)
         else:
             files, labels = [str(file) for file in images], [None] * len(images)
         embeddings = embed_files(model, files, batch_size, progress)
-        return cls(model, files, labels, embeddings, model_name=model_name or model.name, kind=kind)
+        model_name = model_name or getattr(model, "zoo_name", None) or model.name
+        return cls(model, files, labels, embeddings, model_name=model_name, kind=kind)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -252,7 +253,14 @@ class Index:
         if not (path / "index.json").is_file():
             raise FileNotFoundError(f"{path} is not a saved index (no {path / 'index.json'})")
         meta = json.loads((path / "index.json").read_text())
-        model = model if model is not None else registry.load_model(meta["model"])
+        if model is None:
+            try:
+                model = registry.load_model(meta["model"])
+            except (KeyError, FileNotFoundError) as error:
+                raise ValueError(
+                    f"index {path} was built with the model {meta['model']!r}, which is neither a registry name nor "
+                    f"an existing .keras file: pass it, Index.load(path, model=...)"
+                ) from error
         fingerprint = registry.weights_sha256(model)
         if fingerprint != meta["weights_sha256"]:
             raise ValueError(

@@ -277,15 +277,18 @@ def load(name: str, weights: str | None = "default", sha256: str | None = None) 
         model.load_weights(weights)
     except Exception as error:  # h5py/keras raise many kinds for a damaged or mismatched file
         raise WeightsError(f"could not load weights {weights} into {name!r}: {error}") from error
+    model.zoo_name = name  # what loads it again (zoo.Index.save keeps it)
     return model
 
 
 def load_model(spec: str) -> keras.Model:
-    """A model from a registry name (:func:`load`) or a saved ``.keras`` file."""
+    """A model from a registry name (:func:`load`) or a saved ``.keras`` file; its ``zoo_name`` is ``spec``."""
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"model file {spec} does not exist")
-        return keras.models.load_model(spec)
+        model = keras.models.load_model(spec)
+        model.zoo_name = spec
+        return model
     return load(spec)
 
 
