@@ -125,6 +125,15 @@ def _list(args: argparse.Namespace) -> None:
         print(cards.summary_line(name))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default in its help, except the empty ones (None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 HANDLERS = {"train": _train, "evaluate": _evaluate, "export": _export, "show": _show, "index": _index,
             "search": _search, "card": _card, "list": _list}
 MODEL_HELP = "registry name (zoo list) or a .keras file"
@@ -133,12 +142,12 @@ MODEL_HELP = "registry name (zoo list) or a .keras file"
 def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     """The ``zoo`` parser; without ``train_arguments`` the ``train`` flags (which import TensorFlow) are left out."""
     parser = argparse.ArgumentParser(prog="zoo", description="Deep metric learning model zoo",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   formatter_class=HelpFormatter)
 
     train = command("train", "train a model and report its retrieval metrics")
     if train_arguments:

@@ -212,7 +212,8 @@ def build(name: str, backbone_weights: str | None = "default") -> keras.Model:
         return build_with(None)
 
 
-def _publish_command(entry: dict[str, Any]) -> str:
+def publish_command(entry: dict[str, Any]) -> str:
+    """The command that trains entry ``entry`` and publishes its weights (its ``command``, with ``--publish``)."""
     command = entry.get("command") or f"zoo train --preset {entry['name']}"
     return command if "--publish" in command else f"{command} --publish {entry['name']}"
 
@@ -227,7 +228,7 @@ def weights_path(name: str) -> Path:
     if not entry["weights"]:
         raise WeightsError(
             f"no trained weights are published for {name!r}. Train and publish them with: "
-            f"{_publish_command(entry)}; or use zoo.build({name!r}) for the configured untrained model."
+            f"{publish_command(entry)}; or use zoo.build({name!r}) for the configured untrained model."
         )
     local = PRETRAINED_DIR / entry["weights"]
     if local.is_file() or not entry["url"]:
