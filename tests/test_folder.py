@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from image_folders import make_class_folder
 
 from zoo import cli
@@ -54,8 +55,6 @@ def test_preprocess_for_embedding_is_the_evaluation_crop(tmp_path):
     root = make_class_folder(tmp_path / "photos", classes=2, per_class=2, size=40)
     image_set = load_dataset("folder", "train", str(root), test_fraction=0.5)
     batch, _ = next(iter(eval_pipeline(image_set, 32, batch_size=2)))
-    import tensorflow as tf
-
     raw = tf.io.decode_image(tf.io.read_file(image_set.paths[0]), channels=3)
     np.testing.assert_array_equal(preprocess_for_embedding(raw, 32).numpy(), batch[0].numpy())
     both = preprocess_for_embedding(np.stack([raw.numpy()] * 2), 32)
