@@ -77,7 +77,7 @@ def test_saved_model_serves_the_same_embeddings(tmp_path, pk_batch):
     model.train_on_batch(*pk_batch)
     path = export_saved_model(model, tmp_path / "export")
     reloaded = load_saved_model(path)  # keep a reference: its variables live as long as it does
-    served = reloaded.serve(tf.constant(pk_batch[0]))
+    served = reloaded.serve(tf.constant(pk_batch[0]))["embeddings"]
     np.testing.assert_allclose(np.asarray(served), model.predict(pk_batch[0], verbose=0), atol=1e-5)
     with pytest.raises(FileExistsError):
         export_saved_model(model, path)

@@ -1,7 +1,14 @@
 """The registry: every preset is well formed, names resolve, weights are sha256-verified."""
 
+import dataclasses
+import json
+import os
 import shutil
+import subprocess
+import sys
 import warnings
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,14 +60,123 @@ def test_unknown_name_suggests_close_names():
         zoo.load("triplet_digit")
 
 
-def test_unpublished_entry_builds_the_configured_model_and_says_so(monkeypatch, tmp_path):
+def test_unpublished_entry_refuses_to_load_and_names_the_command_that_publishes_it(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path)  # nothing published there
-    with pytest.warns(UserWarning, match="no trained weights are published for 'triplet_digits'"):
-        model = zoo.load("triplet_digits")
-    assert model.embedding_dim == 64
+    with pytest.raises(zoo.WeightsError, match=r"no trained weights are published for 'triplet_digits'\. Train and "
+                       r"publish them with: zoo train --method triplet --dataset digits --publish "
+                       r"triplet_digits"):
+        zoo.load("triplet_digits")
+    with pytest.raises(zoo.WeightsError, match=r"thsg\.py --dataset cars196 --data-dir DATA --publish thsg_cars196"):
+        zoo.load("thsg_cars196")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert zoo.build("triplet_digits").embedding_dim == 64  # tiny_cnn: no ImageNet weights to fetch
         zoo.load("triplet_digits", weights=None)  # explicitly untrained: no warning
+
+
+def test_build_names_the_imagenet_file_to_put_in_place_when_it_cannot_be_fetched(monkeypatch, tmp_path):
+    spec = BACKBONES["inception_v3"]
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise OSError("URL fetch failure: no network")
+        return spec.constructor(*args, weights=weights, **kwargs)
+
+    monkeypatch.setitem(BACKBONES, "inception_v3", dataclasses.replace(spec, constructor=offline))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    expected = tmp_path / "models" / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with pytest.warns(UserWarning, match=f"its backbone starts random. Put {expected} in place"):
+        model = zoo.build("thsg_cars196")
+    assert (model.num_classes, model.embedding_dim, model.input_size) == (98, 512, 227)
+
+
+@pytest.mark.parametrize("other", ["htg_digits", "amdaml_digits", "topk_digits"])
+def test_weights_of_another_method_are_refused_by_their_card(other):
+    path = registry.PRETRAINED_DIR / f"{other}.weights.h5"
+    with pytest.raises(zoo.WeightsError, match=rf"{other}\.json were not trained for 'triplet_digits': method "
+                       rf"'{other.split('_')[0]}' \(expected 'triplet'\)"):
+        zoo.load("triplet_digits", weights=str(path))
+
+
+def test_a_card_of_another_configuration_or_hash_is_refused(tmp_path, monkeypatch):
+    for suffix in (".weights.h5", ".json"):
+        shutil.copy(registry.PRETRAINED_DIR / f"triplet_digits{suffix}", tmp_path / f"triplet_digits{suffix}")
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path)
+    card = json.loads((tmp_path / "triplet_digits.json").read_text())
+    card["provenance"]["embedding_dim"] = 128
+    (tmp_path / "triplet_digits.json").write_text(json.dumps(card))
+    with pytest.raises(zoo.WeightsError, match=r"embedding_dim 128 \(expected 64\)"):
+        zoo.load("triplet_digits")
+    del card["provenance"]
+    (tmp_path / "triplet_digits.json").write_text(json.dumps(card))
+    with pytest.raises(zoo.WeightsError, match="has no provenance"):
+        zoo.load("triplet_digits")
+
+
+def test_a_truncated_card_names_its_file(tmp_path, monkeypatch):
+    text = (registry.PRETRAINED_DIR / "triplet_digits.json").read_text()
+    (tmp_path / "triplet_digits.json").write_text(text[: len(text) // 2])
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(zoo.WeightsError, match=f"weights card {tmp_path / 'triplet_digits.json'} is not valid JSON"):
+        zoo.load("triplet_digits")
+
+
+def test_weights_given_by_url_are_fetched_into_the_keras_cache_or_named_offline(tmp_path, monkeypatch):
+    published = registry.PRETRAINED_DIR / "triplet_digits.weights.h5"
+    card = json.loads((registry.PRETRAINED_DIR / "triplet_digits.json").read_text())
+    url = "http://127.0.0.1:9/weights/triplet_digits.weights.h5"  # port 9 (discard): refused at once, offline
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "triplet_digits.json").write_text(json.dumps({**card, "url": url}))
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path / "cards")  # the card only, no weights file
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cached = tmp_path / "keras" / "zoo" / "triplet_digits.weights.h5"
+    with pytest.raises(zoo.WeightsError, match=f"from {url} .*put the file at {cached} or"):
+        zoo.load("triplet_digits")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(published, cached)  # as a download would leave it: get_file checks its sha256
+    model = zoo.load("triplet_digits")
+    for a, b in zip(model.get_weights(), zoo.load("triplet_digits", weights=str(published)).get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """``pip wheel`` of a copy of the package (the worktree stays free of build files)."""
+    root, tmp = Path(__file__).resolve().parent.parent, tmp_path_factory.mktemp("wheel")
+    shutil.copytree(root / "zoo", tmp / "source" / "zoo", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tmp / "source" / name)
+    subprocess.run([*PIP, "wheel", str(tmp / "source"), "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")],
+                   check=True, capture_output=True)
+    return next((tmp / "dist").glob("zoo-*.whl"))
+
+
+def test_the_wheel_ships_the_published_weights_and_cards(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    published = registry.list_models(pretrained=True)
+    assert len(published) >= 6
+    for name in published:
+        assert {f"zoo/pretrained/{name}.json", f"zoo/pretrained/{name}.weights.h5"} <= names
+    assert "zoo/__main__.py" in names
+
+
+@pytest.mark.slow
+def test_installed_from_the_wheel_zoo_load_gives_the_published_weights(wheel, tmp_path):
+    subprocess.run([*PIP, "install", "--no-deps", "--no-index", "--target", str(tmp_path / "site"), str(wheel)],
+                   check=True, capture_output=True)
+    script = ("import zoo, numpy; m = zoo.load('triplet_digits'); print(zoo.registry.PRETRAINED_DIR); "
+              "print(float(numpy.asarray(m(numpy.zeros((1, 32, 32, 3), 'float32'))).sum()))")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    env.pop("ZOO_PRETRAINED_DIR", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder, value = done.stdout.split()[-2:]
+    assert folder == str(tmp_path / "site" / "zoo" / "pretrained")
+    expected = np.asarray(zoo.load("triplet_digits")(np.zeros((1, 32, 32, 3), "float32"))).sum()
+    assert float(value) == pytest.approx(float(expected), abs=1e-4)
 
 
 def test_local_weights_path_loads_and_checks_a_given_sha256(tmp_path):

@@ -362,8 +362,9 @@ def registered(monkeypatch):
 
 
 def test_paper_configs_build_unpublished_with_a_clear_warning(registered):
-    with pytest.warns(UserWarning, match="no trained weights are published for 'thsg_cars196'"):
-        model = zoo.load("thsg_cars196")
+    with pytest.raises(zoo.WeightsError, match="no trained weights are published for 'thsg_cars196'"):
+        zoo.load("thsg_cars196")
+    model = zoo.build("thsg_cars196", backbone_weights=None)
     assert isinstance(model, THSG)
     assert (model.num_classes, model.embedding_dim, model.input_size, model.phi) == (98, 512, 227, 0.25)
 

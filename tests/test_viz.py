@@ -254,3 +254,38 @@ def test_readme_table_is_the_generated_one():
     assert start in text and end in text, "README lacks the registry table markers"
     table = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert table == cards.markdown_table(), "README's registry table is stale: run python docs/make_images.py"
+
+
+def test_failures_grid_draws_only_the_queries_whose_nearest_neighbour_is_of_another_class(capsys, tmp_path):
+    images, labels = toy_images(n=10, num_classes=2)
+    angles = np.where(labels == 0, 0.0, np.pi / 2) + np.linspace(0, 0.05, 10)
+    angles[2], angles[7] = np.pi / 2 + 0.3, -0.3  # beside the other class: their nearest neighbours fail
+    embeddings = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    grid = viz.grid_from_embeddings(embeddings, labels, batches(images, labels), 8, 3, failures=True)
+    rows = np.array([2, 7])
+    neighbors, distances = viz.nearest_neighbors(embeddings, labels, rows, 3)
+    assert (labels[neighbors[:, 0]] != labels[rows]).all()
+    np.testing.assert_array_equal(grid, viz.grid_image(images[rows], images[neighbors], labels[rows],
+                                                       labels[neighbors], distances))
+    with pytest.raises(ValueError, match="no query's nearest neighbour is of another class"):
+        viz.grid_from_embeddings(embeddings[[0, 1, 3, 5, 6, 8]], labels[[0, 1, 3, 5, 6, 8]],
+                                 batches(images[[0, 1, 3, 5, 6, 8]], labels[[0, 1, 3, 5, 6, 8]]), failures=True, k=2)
+    model = zoo.load("triplet_digits")
+    out = tmp_path / "failures.png"
+    assert cli.main(["show", "--model", "triplet_digits", "--out", str(out), "--failures", "--n-queries", "4"]) == 0
+    assert "failed queries" in capsys.readouterr().out
+    y, x = cell_origin(4, 9, viz.THUMBNAIL)
+    assert Image.open(out).size == (x, y)
+    first = np.asarray(Image.open(out))[cell_origin(0, 1, viz.THUMBNAIL)]  # top-left pixel of the 1st neighbour
+    assert tuple(first) == viz.OTHER_CLASS_COLOUR and model.embedding_dim == 64
+
+
+def test_retrieval_evaluation_takes_the_metric_names_its_logs_use():
+    images, labels = toy_images()
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])
+    evaluation = RetrievalEvaluation(batches(images, labels), metrics=("recall@1", "recall@4", "map@r", "nmi"))
+    evaluation.set_model(model)
+    results = evaluation.evaluate_model()
+    assert sorted(results) == ["map@r", "nmi", "recall@1", "recall@4"]
+    expected = metrics.evaluate(images.reshape(30, -1), labels, metrics=("recall", "map@r", "nmi"), recall_ks=(1, 4))
+    assert results == pytest.approx(expected)

@@ -2,9 +2,13 @@
 
     import zoo
     zoo.list_models()                      # every registry entry
-    model = zoo.load("triplet_digits")     # published weights, sha256-verified
-    embeddings = model(images)             # images: float32 [0, 255], (B, S, S, 3)
+    model = zoo.load("triplet_digits")     # published weights, sha256- and provenance-checked
+    embeddings = model(zoo.data.preprocess_for_embedding(images, 32))   # images: RGB in [0, 255]
     print(zoo.card("triplet_digits"))      # method, data, hyperparameters, measured metrics, sha256
+    index = zoo.Index.from_images(model, "photos/")                     # search your own images
+
+Everything is imported on first use (module ``__getattr__``): ``import zoo`` alone does not load
+TensorFlow, and ``zoo.metrics``, ``zoo.data``, ``zoo.losses``, ``zoo.viz`` ... load when first touched.
 """
 
 import importlib
@@ -14,13 +18,29 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
-__all__ = ["card", "get_entry", "list_models", "load"]
 
-# Imported on first use, so that `from zoo import metrics` does not load TensorFlow.
-_LAZY_ATTRIBUTES = {"card": "zoo.cards", "get_entry": "zoo.registry", "list_models": "zoo.registry", "load": "zoo.registry"}
+# Public name -> the module defining it.
+_LAZY_ATTRIBUTES = {
+    "Index": "zoo.index",
+    "WeightsError": "zoo.registry",
+    "build": "zoo.registry",
+    "card": "zoo.cards",
+    "get_entry": "zoo.registry",
+    "list_models": "zoo.registry",
+    "load": "zoo.registry",
+}
+SUBMODULES = ("backbones", "callbacks", "cards", "cli", "data", "export", "index", "losses", "methods", "metrics",
+              "miners", "registry", "training", "viz")
+__all__ = [*_LAZY_ATTRIBUTES, *SUBMODULES]
 
 
 def __getattr__(name: str):
     if name in _LAZY_ATTRIBUTES:
         return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+    if name in SUBMODULES:
+        return importlib.import_module(f"zoo.{name}")
     raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -20,7 +20,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -67,6 +67,25 @@ def embed_for_retrieval(
     return (*embed_dataset(model, dataset), reference)
 
 
+def evaluate_arguments(metrics: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`zoo.metrics.evaluate`'s arguments, with ``metrics`` also naming result keys (``recall@1``).
+
+    ``recall@K`` and ``precision@k`` become the metric ``recall``/``precision`` with those K (replacing
+    ``recall_ks``/``precision_ks``); other names pass unchanged.
+    """
+    if metrics is None:
+        return kwargs
+    groups: list[str] = []
+    for name in metrics:
+        group, _, k = name.partition("@")
+        if group in ("recall", "precision") and k:
+            kwargs[f"{group}_ks"] = (*(kwargs.get(f"{group}_ks", ()) if group in groups else ()), int(k))
+            name = group
+        if name not in groups:
+            groups.append(name)
+    return {**kwargs, "metrics": tuple(groups)}
+
+
 class RetrievalEvaluation(keras.callbacks.Callback):
     """Retrieval and clustering metrics of the model every N epochs and at the last epoch.
 
@@ -90,7 +109,9 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         log_images: with ``log_dir``, also write the retrieval grid and the projector files.
         grid_queries: rows (queries, drawn with a fixed seed) of the retrieval grid.
         grid_k: neighbours per query in the retrieval grid.
-        **evaluate_kwargs: passed to :func:`zoo.metrics.evaluate` (``metrics``, ``recall_ks``, ...).
+        **evaluate_kwargs: passed to :func:`zoo.metrics.evaluate` (``metrics``, ``recall_ks``, ...);
+            ``metrics`` may name the keys the logs use, e.g. ``("recall@1", "map@r")``
+            (:func:`evaluate_arguments`).
     """
 
     def __init__(
@@ -116,7 +137,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
         self.log_images = log_images
         self.grid_queries = grid_queries
         self.grid_k = grid_k
-        self.evaluate_kwargs = evaluate_kwargs
+        self.evaluate_kwargs = evaluate_arguments(**evaluate_kwargs)
         self.history: list[dict[str, Any]] = []
         self._writer = None
 

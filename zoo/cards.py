@@ -5,7 +5,7 @@
     zoo list --markdown                # the README's table (generated, never typed)
 
 Every number comes from :func:`zoo.registry.get_entry`: the preset merged with the card
-``pretrained/<name>.json`` that the training run wrote.
+``zoo/pretrained/<name>.json`` that the training run wrote.
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ def card(name: str) -> str:
         f"training         {_key_values(entry.get('training', {}))}",
     ]
     if not entry["weights"]:
-        lines += ["weights          none published yet", f"command          {entry['command']}"]
+        lines += ["weights          none published yet (zoo.load refuses it; zoo.build gives the untrained model)",
+                  f"command          {registry.publish_command(entry)}"]
         return "\n".join(lines)
     lines += [
         f"weights          {registry.PRETRAINED_DIR.name}/{entry['weights']} ({entry.get('date', 'undated')})",
+        *([f"url              {entry['url']}"] if entry.get("url") else []),
         f"sha256           {entry['sha256']}",
         f"command          {entry['command']}",
         "",

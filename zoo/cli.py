@@ -1,23 +1,26 @@
-"""The ``zoo`` command line: train, evaluate, export, show and list models.
+"""The ``zoo`` command line (also ``python -m zoo``): train, evaluate, export, show, index, search, list.
 
     zoo train --method triplet --dataset digits        # the default job, a few minutes on a CPU
     zoo train --method triplet --dataset digits --resume
+    zoo train --dataset folder --data-dir photos/      # your own images, one subfolder per class
     zoo evaluate --model triplet_digits --dataset digits
     zoo export --model triplet_digits --out exported/triplet_digits
-    zoo show --model triplet_digits --dataset digits --out grid.png --map map.png
+    zoo show --model triplet_digits --dataset digits --out grid.png --map map.png [--failures]
+    zoo index --model triplet_digits --images photos/ --out photos.index
+    zoo search --index photos.index --query photo.png -k 10 [--grid result.png]
     zoo card triplet_digits
     zoo list
     zoo list --markdown
+
+TensorFlow is imported only by the command that needs it: ``zoo --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
-import keras
 
 TABLE_METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "precision@5", "map", "map@r", "r_precision", "nmi", "f1")
 
@@ -34,22 +37,6 @@ def metrics_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = TA
     return "\n".join(lines)
 
 
-def load_model(spec: str) -> keras.Model:
-    """A model from a registry name or a saved ``.keras`` file."""
-    import zoo
-
-    if spec.endswith(".keras"):
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"model file {spec} does not exist")
-        return keras.models.load_model(spec)
-    return zoo.load(spec)
-
-
-def input_size(model: keras.Model) -> int:
-    """Side of the square images a model takes (a method model's ``input_size``, else its input shape)."""
-    return int(getattr(model, "input_size", None) or model.input_shape[1])
-
-
 def _train(args: argparse.Namespace) -> None:
     from zoo.training import config_from_args, train
 
@@ -59,36 +46,40 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from zoo.registry import load_model, model_input_size
     from zoo.training import TrainConfig, evaluation_sets, measure
 
     model = load_model(args.model)
-    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=input_size(model))
+    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=model_input_size(model))
     queries, gallery = evaluation_sets(config)
     print(metrics_table({args.model: measure(model, queries, gallery, config)}))
 
 
 def _export(args: argparse.Namespace) -> None:
     from zoo.export import export_saved_model
+    from zoo.registry import load_model
 
     path = export_saved_model(load_model(args.model), args.out)
-    print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> embeddings)")
+    print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> 'embeddings')")
 
 
 def _show(args: argparse.Namespace) -> None:
     from zoo import viz
     from zoo.callbacks import embed_for_retrieval
+    from zoo.registry import load_model, model_input_size
     from zoo.training import TrainConfig, evaluation_pipelines, evaluation_sets
 
     model = load_model(args.model)
-    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=input_size(model))
+    config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=model_input_size(model))
     queries, gallery = evaluation_sets(config)
     query_data, gallery_data = evaluation_pipelines(queries, gallery, config)
     embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
     grid = viz.grid_from_embeddings(
         embeddings, labels, query_data, args.n_queries, args.k, class_names=queries.class_names, seed=args.seed,
-        reference_dataset=gallery_data, **reference,
+        failures=args.failures, reference_dataset=gallery_data, **reference,
     )
-    print(f"retrieval grid ({args.n_queries} queries x {args.k} neighbours) written to {viz.save_png(grid, args.out)}")
+    which = "failed queries" if args.failures else "queries"
+    print(f"retrieval grid ({which}, {args.k} neighbours each) written to {viz.save_png(grid, args.out)}")
     if args.map:
         path = viz.map_from_embeddings(
             embeddings, labels, args.map, class_names=queries.class_names, title=f"{args.model}, {args.dataset}",
@@ -97,58 +88,116 @@ def _show(args: argparse.Namespace) -> None:
         print(f"embedding map written to {path}")
 
 
-def _card(args: argparse.Namespace) -> None:
-    import zoo
+def _index(args: argparse.Namespace) -> None:
+    from zoo.index import Index
 
-    print(zoo.card(args.name))
+    index = Index.from_images(args.model, args.images, args.batch_size, kind=args.kind)
+    labelled = sum(label is not None for label in index.labels)
+    print(f"{len(index)} images ({labelled} labelled) indexed with {args.model} ({index.kind} search): "
+          f"{index.save(args.out)}")
+
+
+def _search(args: argparse.Namespace) -> None:
+    from zoo import viz
+    from zoo.index import Index
+
+    index = Index.load(args.index)
+    neighbors = index.search(args.query, args.k)
+    for neighbor in neighbors:
+        print(f"{neighbor.file}\t{neighbor.distance:.4f}\t{neighbor.label if neighbor.label is not None else '-'}")
+    if args.grid:
+        print(f"grid written to {viz.save_png(viz.search_grid(args.query, neighbors, index.label_of(args.query)), args.grid)}", file=sys.stderr)
+
+
+def _card(args: argparse.Namespace) -> None:
+    from zoo import cards
+
+    print(cards.card(args.name))
 
 
 def _list(args: argparse.Namespace) -> None:
-    import zoo
-    from zoo import cards
+    from zoo import cards, registry
 
     if args.markdown:
         print(cards.markdown_table(args.pattern))
         return
-    for name in zoo.list_models(args.pattern):
+    for name in registry.list_models(args.pattern):
         print(cards.summary_line(name))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from zoo.training import add_train_arguments
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default in its help, except the empty ones (None, False)."""
 
-    parser = argparse.ArgumentParser(prog="zoo", description="Deep metric learning model zoo")
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+HANDLERS = {"train": _train, "evaluate": _evaluate, "export": _export, "show": _show, "index": _index,
+            "search": _search, "card": _card, "list": _list}
+MODEL_HELP = "registry name (zoo list) or a .keras file"
+
+
+def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
+    """The ``zoo`` parser; without ``train_arguments`` the ``train`` flags (which import TensorFlow) are left out."""
+    parser = argparse.ArgumentParser(prog="zoo", description="Deep metric learning model zoo",
+                                     formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    add_train_arguments(commands.add_parser("train", help="train a model and report its retrieval metrics"))
-    evaluate = commands.add_parser("evaluate", help="retrieval metrics of a model on a dataset's test split")
-    evaluate.add_argument("--model", required=True, help="registry name or a .keras file")
-    evaluate.add_argument("--dataset", default="digits")
-    evaluate.add_argument("--data-dir")
-    export = commands.add_parser("export", help="export a model as a TensorFlow SavedModel")
-    export.add_argument("--model", required=True, help="registry name or a .keras file")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help,
+                                   formatter_class=HelpFormatter)
+
+    train = command("train", "train a model and report its retrieval metrics")
+    if train_arguments:
+        from zoo.training import add_train_arguments
+
+        add_train_arguments(train)
+    evaluate = command("evaluate", "retrieval metrics of a model on a dataset's test split")
+    evaluate.add_argument("--model", required=True, help=MODEL_HELP)
+    evaluate.add_argument("--dataset", default="digits", help="dataset whose test split is measured")
+    evaluate.add_argument("--data-dir", help="the dataset's files (benchmarks, folder)")
+    export = command("export", "export a model as a TensorFlow SavedModel")
+    export.add_argument("--model", required=True, help=MODEL_HELP)
     export.add_argument("--out", required=True, help="output folder")
-    show = commands.add_parser("show", help="retrieval grid (and embedding map) of a model on a dataset's test split")
-    show.add_argument("--model", required=True, help="registry name or a .keras file")
-    show.add_argument("--dataset", default="digits")
-    show.add_argument("--data-dir")
+    show = command("show", "retrieval grid (and embedding map) of a model on a dataset's test split")
+    show.add_argument("--model", required=True, help=MODEL_HELP)
+    show.add_argument("--dataset", default="digits", help="dataset whose test split is shown")
+    show.add_argument("--data-dir", help="the dataset's files (benchmarks, folder)")
     show.add_argument("--out", required=True, help="PNG file of the retrieval grid")
     show.add_argument("--n-queries", type=int, default=8, help="rows of the grid: queries drawn with --seed")
     show.add_argument("--k", type=int, default=8, help="nearest neighbours shown per query")
+    show.add_argument("--failures", action="store_true", help="draw the queries only among those whose nearest "
+                      "neighbour is of another class")
     show.add_argument("--map", help="PNG file of a 2-D map of the embeddings (t-SNE; needs zoo[viz])")
-    show.add_argument("--seed", type=int, default=0)
-    card = commands.add_parser("card", help="a registry entry as a readable model card")
+    show.add_argument("--seed", type=int, default=0, help="seed of the choice of queries and of the map")
+    index = command("index", "embed a folder of images into a searchable index")
+    index.add_argument("--model", required=True, help=MODEL_HELP)
+    index.add_argument("--images", required=True, help="folder of images (labels: subfolder names)")
+    index.add_argument("--out", required=True, help="folder to write the index to")
+    index.add_argument("--batch-size", type=int, default=64, help="images embedded per batch")
+    index.add_argument("--kind", choices=("exact", "hnsw", "ivf"), default="exact",
+                       help="exact search, or approximate (faster on large galleries)")
+    search = command("search", "the nearest indexed images of a query image")
+    search.add_argument("--index", required=True, help="folder written by zoo index")
+    search.add_argument("--query", required=True, help="image file")
+    search.add_argument("-k", type=int, default=10, help="neighbours to print, nearest first")
+    search.add_argument("--grid", help="PNG file of the query and its neighbours")
+    card = command("card", "a registry entry as a readable model card")
     card.add_argument("name", help="registry name, e.g. triplet_digits")
-    listing = commands.add_parser("list", help="registry entries, one line each")
+    listing = command("list", "registry entries, one line each")
     listing.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'thsg_*'")
     listing.add_argument("--markdown", action="store_true", help="a Markdown table with the measured metrics")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "export": _export, "show": _show, "card": _card, "list": _list}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    positional = [word for word in argv if not word.startswith("-")]
+    args = build_parser(train_arguments=positional[:1] == ["train"]).parse_args(argv)
     try:
-        handlers[args.command](args)
+        HANDLERS[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)

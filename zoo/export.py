@@ -1,8 +1,15 @@
 """Export an embedding model to a TensorFlow SavedModel for serving.
 
-The SavedModel's ``serve`` signature takes a batch of RGB images as float32 in [0, 255]
-(``(None, S, S, 3)``) and returns the L2-normalised embeddings, whatever the training method:
-only the embedding net is exported, not the method's generators, discriminators or optimizers.
+Two signatures, each returning ``{"embeddings": float32 (B, D)}``, the L2-normalised embeddings,
+whatever the training method (only the embedding net is exported, not the method's generators,
+discriminators or optimizers):
+
+- ``serve``: images already at the model's size, float32 (B, S, S, 3) in [0, 255]; another size is
+  refused with an error naming the expected shape (a resized input would give other embeddings).
+- ``serve_images``: images of any size (B, H, W, 3) in [0, 255], resized and centre-cropped by
+  :func:`zoo.data.preprocess_for_embedding`, as the evaluation does.
+
+An image with a NaN or infinite pixel gets a NaN embedding, never a plausible-looking vector.
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from zoo.data import preprocess_for_embedding
+
 
 def export_saved_model(model: keras.Model, path: str | Path) -> Path:
-    """Write ``model``'s embedding net as a SavedModel with a ``serve`` signature; returns ``path``.
+    """Write ``model``'s embedding net as a SavedModel with the signatures above; returns ``path``.
 
     Args:
         model: a zoo method model (anything with an ``embedding_net``) or a plain Keras model.
@@ -27,18 +36,37 @@ def export_saved_model(model: keras.Model, path: str | Path) -> Path:
     if path.exists():
         raise FileExistsError(f"export folder {path} already exists: choose a new path")
     net = getattr(model, "embedding_net", model)
-    size = net.input_shape[1:]
+    size = int(net.input_shape[1])
+    expected = f"(batch, {size}, {size}, 3)"
+
+    def embed(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        embeddings = net(images, training=False)
+        finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])
+        return {"embeddings": tf.where(finite[:, None], embeddings, tf.constant(float("nan"), embeddings.dtype))}
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        check = tf.debugging.assert_equal(
+            tf.shape(images)[1:], tf.constant([size, size, 3]),
+            message=f"images must be {expected} float32 in [0, 255]: resize and centre-crop them with "
+            "zoo.data.preprocess_for_embedding, or call the signature 'serve_images'",
+        )
+        with tf.control_dependencies([check]):
+            return embed(tf.identity(images))
+
     archive = keras.export.ExportArchive()
     archive.track(net)
     archive.add_endpoint(
-        name="serve",
-        fn=lambda images: net(images, training=False),
-        input_signature=[tf.TensorSpec(shape=(None, *size), dtype=tf.float32, name="images")],
+        name="serve", fn=serve,
+        input_signature=[tf.TensorSpec(shape=(None, size, size, 3), dtype=tf.float32, name="images")],
     )
-    archive.write_out(str(path))
+    archive.add_endpoint(
+        name="serve_images", fn=lambda images: embed(preprocess_for_embedding(images, size)),
+        input_signature=[tf.TensorSpec(shape=(None, None, None, 3), dtype=tf.float32, name="images")],
+    )
+    archive.write_out(str(path), verbose=False)
     return path
 
 
 def load_saved_model(path: str | Path):
-    """Reload an exported SavedModel; call ``.serve(images)`` on the result."""
+    """Reload an exported SavedModel; call ``.serve(images)["embeddings"]`` on the result."""
     return tf.saved_model.load(str(path))

@@ -3,9 +3,16 @@
 A preset (a dict in a method module's ``PRESETS``) says how a model is configured and trained:
 ``name, method, paper, backbone, backbone_weights, freeze_batchnorm, dataset, embedding_dim,
 input_size, hyperparameters, training, command``. What a training run measured lives beside the
-weights it wrote: ``pretrained/<name>.weights.h5`` and the card ``pretrained/<name>.json``
-(``weights, sha256, metrics, metrics_untrained, command, date``), written by :func:`publish`.
-``get_entry`` merges both, so no metric is ever typed by hand.
+weights it wrote: ``zoo/pretrained/<name>.weights.h5`` (package data, so it ships in the wheel) and
+the card ``zoo/pretrained/<name>.json`` (``weights, sha256, provenance, metrics, metrics_untrained,
+command, date``), written by :func:`publish`. ``get_entry`` merges both, so no metric is ever typed by hand.
+
+Weights trained elsewhere (a GPU machine) are published without code changes: a card with a ``url``
+beside its ``weights`` file name and ``sha256``; :func:`load` then fetches the file with
+``keras.utils.get_file`` into the Keras cache (``~/.keras/zoo/``), verified by its sha256.
+
+Every weights file is checked before it is loaded: its sha256 against its card, and the card's
+``provenance`` (the method and configuration that trained it) against the entry it is loaded into.
 """
 
 from __future__ import annotations
@@ -21,13 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from zoo import methods
 
-PRETRAINED_DIR = Path(os.environ.get("ZOO_PRETRAINED_DIR", Path(__file__).resolve().parent.parent / "pretrained"))
+PRETRAINED_DIR = Path(os.environ.get("ZOO_PRETRAINED_DIR", Path(__file__).resolve().parent / "pretrained"))
+CACHE_SUBDIR = "zoo"  # downloaded weights go to keras.utils.get_file's cache: <Keras home>/zoo/
 
 # Number of training classes of each benchmark's zero-shot split (the classifier/discriminator size).
 TRAIN_CLASSES = {"digits": 5, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
+
+# The configuration a weights file is trained for (its card's provenance): what build() builds from.
+PROVENANCE_KEYS = ("method", "backbone", "embedding_dim", "input_size", "freeze_batchnorm", "num_classes",
+                   "hyperparameters")
+
+# The no-top ImageNet files keras.applications fetches into <Keras home>/models/.
+IMAGENET_FILES = {
+    "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
 
 
 class WeightsError(ValueError):
@@ -53,22 +72,65 @@ def card_path(name: str) -> Path:
     return PRETRAINED_DIR / f"{name}.json"
 
 
+def read_card(path: Path) -> dict[str, Any]:
+    """A weights card as a dict.
+
+    Raises:
+        WeightsError: the card is not valid JSON (truncated, hand-edited), naming the file.
+    """
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WeightsError(
+            f"weights card {path} is not valid JSON ({error}): restore it (e.g. git checkout), or delete it and "
+            "its weights file and publish them again"
+        ) from error
+    if not isinstance(card, dict):
+        raise WeightsError(f"weights card {path} holds {type(card).__name__}, not a JSON object")
+    return card
+
+
 def get_entry(name: str) -> dict[str, Any]:
     """The preset of ``name`` merged with its measured card (if published).
 
     Raises:
         KeyError: unknown name, with the closest registered names as suggestions.
+        WeightsError: the card is not valid JSON.
     """
     presets = _presets()
     if name not in presets:
         close = difflib.get_close_matches(name, presets, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise KeyError(f"unknown model {name!r}.{hint} See zoo.list_models() for all {len(presets)} names.")
-    entry = {"weights": None, "sha256": None, "metrics": {}, **presets[name]}
+    entry = {"weights": None, "sha256": None, "url": None, "metrics": {}, **presets[name]}
     entry.setdefault("num_classes", TRAIN_CLASSES.get(entry["dataset"]))
     if card_path(name).exists():
-        entry.update(json.loads(card_path(name).read_text()))
+        entry.update(read_card(card_path(name)))
     return entry
+
+
+def provenance(entry: dict[str, Any]) -> dict[str, Any]:
+    """The method and configuration of an entry, as its weights card records them (``PROVENANCE_KEYS``)."""
+    return {key: entry.get(key, {} if key == "hyperparameters" else None) for key in PROVENANCE_KEYS}
+
+
+def check_provenance(name: str, card: dict[str, Any], source: str | Path) -> None:
+    """Raise :class:`WeightsError` unless ``card`` says its weights were trained as entry ``name`` is configured.
+
+    Args:
+        name: the registry entry the weights are loaded into.
+        card: the weights' card (its ``provenance``).
+        source: the card's file, named in the error.
+    """
+    if "provenance" not in card:
+        raise WeightsError(f"weights card {source} has no provenance: publish the weights again (zoo train --publish)")
+    expected, recorded = provenance(get_entry(name)), card["provenance"]
+    differences = [f"{key} {recorded.get(key)!r} (expected {value!r})" for key, value in expected.items()
+                   if json.loads(json.dumps(recorded.get(key))) != json.loads(json.dumps(value))]
+    if differences:
+        raise WeightsError(
+            f"the weights of card {source} were not trained for {name!r}: {'; '.join(differences)}"
+        )
 
 
 def sha256_of(path: str | Path) -> str:
@@ -76,6 +138,16 @@ def sha256_of(path: str | Path) -> str:
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """sha256 of the embedding net's weight values (dtype, shape and bytes of each, in order)."""
+    digest = hashlib.sha256()
+    for weight in getattr(model, "embedding_net", model).weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
     return digest.hexdigest()
 
 
@@ -92,69 +164,154 @@ def verify_weights(path: str | Path, expected_sha256: str) -> None:
         )
 
 
-def build(name: str, backbone_weights: str | None = None) -> keras.Model:
-    """The configured, untrained model of entry ``name`` (ImageNet backbone only if asked)."""
+def keras_home() -> Path:
+    """Keras' cache folder (``$KERAS_HOME``, else ``~/.keras``): downloads land in its subfolders."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser()
+
+
+def _backbone_weights_file(backbone: str) -> Path:
+    """Where keras.applications looks for a backbone's no-top ImageNet weights."""
+    return keras_home() / "models" / IMAGENET_FILES[backbone]
+
+
+def build(name: str, backbone_weights: str | None = "default") -> keras.Model:
+    """The configured, untrained model of entry ``name``.
+
+    Args:
+        name: registry name.
+        backbone_weights: ``"default"`` = the entry's (ImageNet for the paper configurations);
+            when they cannot be had (offline) the backbone starts random and a warning names the
+            file to put in place. ``None`` (random) or a local weights file.
+    """
     entry = get_entry(name)
-    return methods.build_model(
-        entry["method"],
-        backbone=entry["backbone"],
-        embedding_dim=entry["embedding_dim"],
-        input_size=entry["input_size"],
-        backbone_weights=backbone_weights,
-        freeze_batchnorm=entry.get("freeze_batchnorm", False),
-        num_classes=entry.get("num_classes"),
-        **entry.get("hyperparameters", {}),
-    )
+    weights = entry.get("backbone_weights") if backbone_weights == "default" else backbone_weights
+
+    def build_with(weights: str | None) -> keras.Model:
+        return methods.build_model(
+            entry["method"],
+            backbone=entry["backbone"],
+            embedding_dim=entry["embedding_dim"],
+            input_size=entry["input_size"],
+            backbone_weights=weights,
+            freeze_batchnorm=entry.get("freeze_batchnorm", False),
+            num_classes=entry.get("num_classes"),
+            **entry.get("hyperparameters", {}),
+        )
+
+    if backbone_weights != "default" or weights != "imagenet":
+        return build_with(weights)
+    try:
+        return build_with("imagenet")
+    except RuntimeError as error:  # backbones.build_embedding_net: the ImageNet download failed
+        warnings.warn(
+            f"{name}: the ImageNet weights of its {entry['backbone']} backbone could not be fetched ({error}); "
+            f"its backbone starts random. Put {_backbone_weights_file(entry['backbone'])} in place "
+            "(downloaded on a connected machine) to build it with them.",
+            stacklevel=2,
+        )
+        return build_with(None)
+
+
+def publish_command(entry: dict[str, Any]) -> str:
+    """The command that trains entry ``entry`` and publishes its weights (its ``command``, with ``--publish``)."""
+    command = entry.get("command") or f"zoo train --preset {entry['name']}"
+    return command if "--publish" in command else f"{command} --publish {entry['name']}"
+
+
+def weights_path(name: str) -> Path:
+    """The published weights file of ``name``: in ``PRETRAINED_DIR``, else fetched from the card's ``url``.
+
+    Raises:
+        WeightsError: nothing published, or the download failed (naming the URL and where to put the file).
+    """
+    entry = get_entry(name)
+    if not entry["weights"]:
+        raise WeightsError(
+            f"no trained weights are published for {name!r}. Train and publish them with: "
+            f"{publish_command(entry)}; or use zoo.build({name!r}) for the configured untrained model."
+        )
+    local = PRETRAINED_DIR / entry["weights"]
+    if local.is_file() or not entry["url"]:
+        return local
+    try:
+        return Path(keras.utils.get_file(entry["weights"], origin=entry["url"], file_hash=entry["sha256"],
+                                         hash_algorithm="sha256", cache_dir=str(keras_home()),
+                                         cache_subdir=CACHE_SUBDIR))
+    except Exception as error:  # urllib and keras raise many kinds for a failed fetch or a wrong hash
+        cached = keras_home() / CACHE_SUBDIR / entry["weights"]
+        raise WeightsError(
+            f"could not fetch the weights of {name!r} from {entry['url']} ({error}). Download that URL on a "
+            f"connected machine and put the file at {cached} or {local}."
+        ) from error
 
 
 def load(name: str, weights: str | None = "default", sha256: str | None = None) -> keras.Model:
-    """A registry model with its weights.
+    """A registry model with its weights, checked before they are loaded.
 
     Args:
         name: registry name, e.g. ``"triplet_digits"`` (see :func:`list_models`).
-        weights: ``"default"`` = the published weights (verified against the registry's sha256;
-            when none are published yet, the configured untrained model with a warning saying so);
-            ``None`` = untrained; or a path to a ``.weights.h5`` file.
+        weights: ``"default"`` = the published weights (verified against their card's sha256 and
+            provenance); ``None`` = untrained (random backbone); or a path to a ``.weights.h5``
+            file. A file with a card beside it (``<name>.json``, as :func:`publish` writes) must
+            match that card's sha256 and provenance.
         sha256: expected sha256 of a weights file given by path (checked when given).
 
     Raises:
-        KeyError: unknown name. WeightsError: missing or corrupt weights file.
+        KeyError: unknown name. WeightsError: nothing published (naming the command that trains
+        and publishes it), or a missing, corrupt or mismatched weights file or card.
     """
-    entry = get_entry(name)
-    model = build(name)
-    if weights == "default":
-        if not entry["weights"]:
-            warnings.warn(
-                f"no trained weights are published for {name!r} yet: returning the configured untrained "
-                f"model. Produce them with: {entry.get('command', 'its training script')}",
-                stacklevel=2,
-            )
-            return model
-        weights, sha256 = str(PRETRAINED_DIR / entry["weights"]), entry["sha256"]
+    get_entry(name)
     if weights is None:
-        return model
+        return build(name, backbone_weights=None)
+    if weights == "default":
+        weights, card_file = weights_path(name), card_path(name)
+    else:
+        card_file = Path(str(weights).removesuffix(".weights.h5") + ".json")
+    if card_file.is_file():
+        card = read_card(card_file)
+        check_provenance(name, card, card_file)
+        verify_weights(weights, card["sha256"])
     if sha256 is not None:
         verify_weights(weights, sha256)
+    model = build(name, backbone_weights=None)  # the backbone's ImageNet weights would be overwritten
     try:
         model.load_weights(weights)
     except Exception as error:  # h5py/keras raise many kinds for a damaged or mismatched file
         raise WeightsError(f"could not load weights {weights} into {name!r}: {error}") from error
+    model.zoo_name = name  # what loads it again (zoo.Index.save keeps it)
     return model
+
+
+def load_model(spec: str) -> keras.Model:
+    """A model from a registry name (:func:`load`) or a saved ``.keras`` file; its ``zoo_name`` is ``spec``."""
+    if spec.endswith(".keras"):
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"model file {spec} does not exist")
+        model = keras.models.load_model(spec)
+        model.zoo_name = spec
+        return model
+    return load(spec)
+
+
+def model_input_size(model: keras.Model) -> int:
+    """Side of the square images a model takes (a method model's ``input_size``, else its input shape)."""
+    return int(getattr(model, "input_size", None) or model.input_shape[1])
 
 
 def publish(
     name: str, model: keras.Model, metrics: dict[str, float], metrics_untrained: dict[str, float], command: str | None
 ) -> Path:
-    """Write ``pretrained/<name>.weights.h5`` (model weights only) and its card; returns the card path."""
-    get_entry(name)  # the preset must exist
+    """Write ``PRETRAINED_DIR/<name>.weights.h5`` (model weights only) and its card; returns the card path."""
+    entry = get_entry(name)  # the preset must exist
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
     weights_file = f"{name}.weights.h5"
-    clean = build(name)  # a fresh, uncompiled copy: no optimizer state in the published file
+    clean = build(name, backbone_weights=None)  # a fresh, uncompiled copy: no optimizer state in the published file
     clean.set_weights(model.get_weights())
     clean.save_weights(PRETRAINED_DIR / weights_file)
     card = {
         "weights": weights_file,
         "sha256": sha256_of(PRETRAINED_DIR / weights_file),
+        "provenance": provenance(entry),
         "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
         "metrics_untrained": {k: round(float(v), 4) for k, v in metrics_untrained.items()},
         "command": command,

@@ -4,7 +4,7 @@
 strategy, measures the untrained model, fits with a retrieval evaluation every few epochs,
 TensorBoard logs and a backup every epoch (``resume=True`` continues from the last finished
 epoch after a kill), and optionally publishes the weights with their measured card into
-``pretrained/``.
+``zoo/pretrained/``.
 
 What a run keeps when it is killed or fails:
 
@@ -50,6 +50,7 @@ from zoo.callbacks import (
 )
 from zoo.data import ImageSet, eval_pipeline, load_dataset
 from zoo.methods import build_model
+from zoo.names import METHOD_NAMES
 from zoo.metrics import evaluate
 from zoo.monitor import TrainingDiverged
 
@@ -368,9 +369,9 @@ def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
 def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None = None) -> None:
     """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's)."""
     if method is None:
-        parser.add_argument("--method", default="triplet", help="training method (see `zoo list`)")
-    parser.add_argument("--dataset", default="digits", help="digits, synthetic, cub200, cars196, sop, inshop")
-    parser.add_argument("--data-dir", help="folder holding the benchmark's official files")
+        parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
+    parser.add_argument("--dataset", default="digits", help="digits, synthetic, cub200, cars196, sop, inshop, folder")
+    parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--steps-per-epoch", type=int)
@@ -393,7 +394,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
     parser.add_argument("--seed", type=int)
     parser.add_argument("--strategy", choices=STRATEGIES)
     parser.add_argument("--mixed-precision", action="store_true")
-    parser.add_argument("--publish", dest="publish_as", help="write pretrained/<NAME>.weights.h5 and its card")
+    parser.add_argument("--publish", dest="publish_as", help="write zoo/pretrained/<NAME>.weights.h5 and its card")
     parser.add_argument("--force", action="store_true",
                         help="with --publish: publish even when MAP@R is below the untrained model's")
 

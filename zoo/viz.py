@@ -6,7 +6,7 @@
 
 A retrieval grid has one row per query: the query (framed grey), a gap, then its k nearest
 neighbours, most similar first, framed green (same class as the query) or red (another class),
-each captioned with its rank and distance. Neighbours are ranked as :func:`zoo.metrics.evaluate`
+each captioned with its rank and distance (grey frames when the query's class is unknown). Neighbours are ranked as :func:`zoo.metrics.evaluate`
 ranks them (unit vectors, the query excluded from its own neighbours, ties by the smaller index);
 the distance is the L2 distance between the unit vectors. The grid and the projector draw with
 numpy and Pillow; only the embedding map needs matplotlib (``pip install "zoo[viz]"``).
@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tensorboard.plugins import projector
 
 from zoo.callbacks import embed_dataset
+from zoo.data import preprocess_for_embedding
 from zoo.metrics import l2_normalise, compute_ranking
 
 THUMBNAIL = 96  # side in pixels of each image of a retrieval grid
@@ -65,7 +66,7 @@ def grid_image(
     Args:
         query_images: (Q, H, W, C) images, C = 1 or 3, values in [0, 255].
         neighbor_images: (Q, k, H', W', C) images of each query's neighbours, most similar first.
-        query_labels: (Q,) class of each query (ids or names; shown in its caption).
+        query_labels: (Q,) class of each query (ids or names; shown in its caption), or None when unknown.
         neighbor_labels: (Q, k) classes of the neighbours, compared with the query's.
         distances: (Q, k) distance of each neighbour to its query.
         thumbnail: side in pixels each image is resized to.
@@ -85,10 +86,11 @@ def grid_image(
     captions = []
     for row in range(rows):
         y = PAD + row * (cell + CAPTION + PAD)
-        cells = [(query_images[row], QUERY_COLOUR, f"query: {query_labels[row]}")]
+        known = query_labels[row] is not None
+        cells = [(query_images[row], QUERY_COLOUR, f"query: {query_labels[row]}" if known else "query")]
         for rank in range(k):
             same = neighbor_labels[row, rank] == query_labels[row]
-            colour = SAME_CLASS_COLOUR if same else OTHER_CLASS_COLOUR
+            colour = (SAME_CLASS_COLOUR if same else OTHER_CLASS_COLOUR) if known else QUERY_COLOUR
             cells.append((neighbor_images[row, rank], colour, f"#{rank + 1}  d={distances[row, rank]:.2f}"))
         for column, (image, colour, caption) in enumerate(cells):
             x = PAD + column * (cell + PAD) + (SEPARATOR if column else 0)
@@ -228,6 +230,7 @@ def grid_from_embeddings(
     reference_dataset: tf.data.Dataset | None = None,
     class_names: Sequence[str] | None = None,
     seed: int = 0,
+    failures: bool = False,
     thumbnail: int = THUMBNAIL,
 ) -> np.ndarray:
     """The retrieval grid of seeded queries among the embedded ``dataset`` (see :func:`retrieval_grid`).
@@ -237,10 +240,21 @@ def grid_from_embeddings(
         reference_embeddings, reference_labels, reference_dataset: a gallery to retrieve from
             (In-Shop), given together; None retrieves among the other images of ``dataset``.
         class_names: names of the class ids, shown in the captions; the ids when None.
+        failures: draw the queries among those whose nearest neighbour is of another class.
+
+    Raises:
+        ValueError: ``failures`` and every query's nearest neighbour is of its class.
     """
     if (reference_embeddings is None) != (reference_dataset is None):
         raise ValueError("give reference_embeddings, reference_labels and reference_dataset together, or none")
-    queries = seeded_sample(len(labels), n_queries, seed)
+    candidates = np.arange(len(labels))
+    if failures:
+        nearest, _ = nearest_neighbors(embeddings, labels, candidates, 1, reference_embeddings, reference_labels)
+        gallery_labels = np.asarray(labels if reference_labels is None else reference_labels)
+        candidates = candidates[gallery_labels[nearest[:, 0]] != np.asarray(labels)]
+        if not len(candidates):
+            raise ValueError("no query's nearest neighbour is of another class: there is no failure to show")
+    queries = candidates[seeded_sample(len(candidates), n_queries, seed)]
     neighbors, distances = nearest_neighbors(embeddings, labels, queries, k, reference_embeddings, reference_labels)
     if reference_dataset is None:
         reference_labels = labels
@@ -255,6 +269,29 @@ def grid_from_embeddings(
         _names(labels[queries], class_names),
         _names(reference_labels[neighbors], class_names),
         distances,
+        thumbnail=thumbnail,
+    )
+
+
+def search_grid(
+    query_file: str, neighbors: Sequence, query_label: str | None = None, *, thumbnail: int = THUMBNAIL
+) -> np.ndarray:
+    """The grid of one search (:meth:`zoo.Index.search`): the query file, then its neighbours' files.
+
+    Images are shown as the model sees them (:func:`zoo.data.preprocess_for_embedding`); neighbours
+    are framed by class when ``query_label`` is known, grey otherwise.
+    """
+
+    def load(path: str) -> np.ndarray:
+        return preprocess_for_embedding(tf.io.decode_image(tf.io.read_file(path), channels=3,
+                                                           expand_animations=False), thumbnail).numpy()
+
+    return grid_image(
+        np.stack([load(query_file)]),
+        np.stack([load(neighbor.file) for neighbor in neighbors])[None],
+        [query_label],
+        np.array([[neighbor.label for neighbor in neighbors]], dtype=object),
+        np.array([[neighbor.distance for neighbor in neighbors]]),
         thumbnail=thumbnail,
     )
 

@@ -13,6 +13,7 @@ Datasets (:data:`DATASETS`):
 - ``synthetic``: procedurally generated images (:mod:`zoo.data.synthetic`).
 - ``cub200``, ``cars196``, ``sop``, ``inshop``: the benchmarks, read from their official
   directory layouts or from tensorflow-datasets (:mod:`zoo.data.benchmarks`).
+- ``folder``: your own images, one subfolder per class or a CSV of ``path,label`` (:mod:`zoo.data.folder`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from zoo.data.pipeline import PKSampler, eval_pipeline, train_pipeline
+from zoo.data.pipeline import PKSampler, eval_pipeline, preprocess_for_embedding, train_pipeline
 
 __all__ = [
     "DATASETS",
@@ -31,10 +32,11 @@ __all__ = [
     "PKSampler",
     "eval_pipeline",
     "load_dataset",
+    "preprocess_for_embedding",
     "train_pipeline",
 ]
 
-DATASETS: tuple[str, ...] = ("digits", "glyphs", "synthetic", "cub200", "cars196", "sop", "inshop")
+DATASETS: tuple[str, ...] = ("digits", "glyphs", "synthetic", "cub200", "cars196", "sop", "inshop", "folder")
 
 SPLITS: dict[str, tuple[str, ...]] = {
     **{name: ("train", "test") for name in DATASETS},
@@ -195,6 +197,10 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None, *
         from zoo.data.synthetic import load_synthetic
 
         return load_synthetic(split, **options)
+    if name == "folder":
+        from zoo.data.folder import load_folder
+
+        return load_folder(split, data_dir, **options)
     from zoo.data.benchmarks import load_benchmark
 
     return load_benchmark(name, split, data_dir, **options)

@@ -271,6 +271,27 @@ def augmented_batches(
     )
 
 
+def preprocess_for_embedding(images: tf.Tensor | np.ndarray, image_size: int) -> tf.Tensor:
+    """The evaluation's preprocessing: resize to R x R (``resized_size``), crop S x S at the centre.
+
+    Use it on your own images to get the embeddings the published metrics were measured with.
+
+    Args:
+        images: one (H, W, 3) image or a (B, H, W, 3) batch, RGB in [0, 255] (uint8 or float).
+        image_size: S, side of the output images (at least 8).
+
+    Returns:
+        float32 (S, S, 3) or (B, S, S, 3) images in [0, 255].
+    """
+    _check_image_size(image_size)
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank == 4:
+        return tf.map_fn(lambda image: preprocess_for_embedding(image, image_size), images,
+                         fn_output_signature=tf.float32)
+    margin = (resized_size(image_size) - image_size) // 2
+    return _resize_crop(images, image_size, tf.constant([margin, margin], tf.int32), False)
+
+
 def eval_pipeline(image_set: ImageSet, image_size: int, batch_size: int = 64) -> tf.data.Dataset:
     """One pass over the set in its order, center-cropped.
 
@@ -288,13 +309,11 @@ def eval_pipeline(image_set: ImageSet, image_size: int, batch_size: int = 64) ->
     _check_image_size(image_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    margin = (resized_size(image_size) - image_size) // 2
-    center = tf.constant([margin, margin], tf.int32)
     load = _image_loader(image_set)
     labels = tf.constant(image_set.labels, tf.int32)
 
     def prepare(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return _resize_crop(load(index), image_size, center, False), tf.gather(labels, index)
+        return preprocess_for_embedding(load(index), image_size), tf.gather(labels, index)
 
     return (
         tf.data.Dataset.range(len(image_set))

@@ -15,6 +15,7 @@ import keras
 from zoo import losses
 from zoo.backbones import build_embedding_net
 from zoo.methods.metric_model import MetricModel
+from zoo.names import METHOD_NAMES
 
 METHODS: dict[str, type[keras.Model]] = {"triplet": MetricModel}
 
@@ -34,7 +35,7 @@ DIGITS_PROTOCOL: dict[str, Any] = {
 CLASS_AWARE_LOSSES: tuple[str, ...] = losses.CLASS_AWARE_LOSSES
 
 # One module per method; each defines its model class (registered below) and its PRESETS.
-METHOD_MODULES = ("triplet", "thsg", "topk", "profs", "amdaml", "htg")
+METHOD_MODULES = METHOD_NAMES
 
 
 def register_method(name: str):

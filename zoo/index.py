@@ -1,0 +1,272 @@
+"""Find more like this: embed a gallery of images once, then search it for the nearest images of a query.
+
+    index = zoo.Index.from_images("triplet_digits", "photos/")     # a model (or registry name) and a folder
+    index.search("query.png", k=5)      # [Neighbor(file='photos/cats/3.jpg', label='cats', distance=0.12), ...]
+    index.save("photos.index")
+    index = zoo.Index.load("photos.index")                          # refuses another model's weights
+
+    zoo index --model triplet_digits --images photos/ --out photos.index
+    zoo search --index photos.index --query query.png -k 10 --grid result.png
+
+The index is kept beside the model, not in it (TensorFlow Similarity's index, outside the Model class).
+Images go through the evaluation's preprocessing (:func:`zoo.data.preprocess_for_embedding`) and
+:func:`zoo.callbacks.embed_dataset`, so their embeddings are the ones the published metrics were measured
+with. The distance is the L2 distance between the unit embeddings (as in :mod:`zoo.viz`'s grids). Search
+is exact (faiss ``IndexFlatL2``) by default; ``kind="hnsw"`` (graph) or ``kind="ivf"`` (inverted lists)
+are approximate and faster on large galleries. A gallery folder with subfolders labels each image
+with its first subfolder's name (as the ``folder`` dataset does); other images have no label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import faiss
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoo import registry
+from zoo.callbacks import embed_dataset
+from zoo.data import ImageSet, eval_pipeline, preprocess_for_embedding
+from zoo.data.folder import check_readable, image_files
+
+KINDS = ("exact", "hnsw", "ivf")
+HNSW_NEIGHBORS = 32  # graph degree M of the HNSW index
+IVF_PROBES = 8  # inverted lists visited per query by the IVF index
+FORMAT = 1  # version of the saved index's index.json
+
+
+@dataclass(frozen=True)
+class Neighbor:
+    """One search result: the gallery file, its label (None without one) and its L2 distance to the query."""
+
+    file: str
+    label: str | None
+    distance: float
+
+
+def _faiss_index(embeddings: np.ndarray, kind: str) -> faiss.Index:
+    """A faiss L2 index of ``kind`` holding ``embeddings``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
+    dimension = embeddings.shape[1]
+    if kind == "exact":
+        index = faiss.IndexFlatL2(dimension)
+    elif kind == "hnsw":
+        index = faiss.index_factory(dimension, f"HNSW{HNSW_NEIGHBORS}")
+    else:
+        lists = max(1, min(len(embeddings) // 39, round(4 * math.sqrt(len(embeddings)))))  # faiss: >= 39 per list
+        index = faiss.index_factory(dimension, f"IVF{lists},Flat")
+        index.train(embeddings)
+        index.nprobe = min(IVF_PROBES, lists)
+    index.add(embeddings)
+    return index
+
+
+def _with_progress(batches: tf.data.Dataset, total: int, show: bool) -> Iterator:
+    """The batches of a dataset, with a progress bar of ``total`` batches when ``show``."""
+    bar = keras.utils.Progbar(total, unit_name="batch", verbose=1 if show else 0)
+    for step, batch in enumerate(batches, 1):
+        yield batch
+        bar.update(step)
+
+
+def _file_set(paths: Sequence[str], labels: Sequence[str | None]) -> ImageSet:
+    """An on-disk ImageSet of ``paths`` (labels numbered; unlabelled images share the class ``""``)."""
+    names = ["" if label is None else label for label in labels]
+    classes = sorted(set(names))
+    return ImageSet("index", "gallery", np.searchsorted(classes, names).astype(np.int32), tuple(classes),
+                    paths=tuple(paths))
+
+
+def embed_files(model: keras.Model, paths: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Embeddings (N, D) of image files, decoded, resized and centre-cropped as the evaluation does.
+
+    Raises:
+        FileNotFoundError: a missing file. ValueError: files that do not decode (all named).
+    """
+    check_readable(list(paths))
+    image_set = _file_set(paths, [None] * len(paths))
+    batches = eval_pipeline(image_set, registry.model_input_size(model), batch_size)
+    return embed_dataset(model, _with_progress(batches, math.ceil(len(paths) / batch_size), progress))[0]
+
+
+def embed_images(model: keras.Model, images: np.ndarray | tf.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Embeddings (B, D) of a batch of images (B, H, W, 3) in [0, 255], preprocessed as the evaluation does."""
+    size = registry.model_input_size(model)
+    images = tf.convert_to_tensor(images)
+    batches = (
+        tf.data.Dataset.from_tensor_slices((images, tf.zeros(len(images), tf.int32)))
+        .map(lambda image, label: (preprocess_for_embedding(image, size), label))
+        .batch(batch_size)
+    )
+    return embed_dataset(model, batches)[0]
+
+
+class Index:
+    """A searchable gallery of embedded images (module docstring).
+
+    Build one with :meth:`from_images`, reload a saved one with :meth:`load`.
+
+    Attributes:
+        model: the embedding model (images -> embeddings).
+        model_name: registry name or ``.keras`` file of the model (what :meth:`load` loads).
+        weights_sha256: :func:`zoo.registry.weights_sha256` of the model the gallery was embedded with.
+        files: the gallery's image files, in index order.
+        labels: the label of each file, or None.
+        embeddings: float32 (N, D) unit embeddings of the files.
+        kind: ``"exact"``, ``"hnsw"`` or ``"ivf"``.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        files: Sequence[str],
+        labels: Sequence[str | None],
+        embeddings: np.ndarray,
+        *,
+        model_name: str,
+        kind: str = "exact",
+        vectors: faiss.Index | None = None,
+    ):
+        if not len(files) == len(labels) == len(embeddings):
+            raise ValueError(f"{len(files)} files, {len(labels)} labels and {len(embeddings)} embeddings differ")
+        self.model = model
+        self.model_name = model_name
+        self.weights_sha256 = registry.weights_sha256(model)
+        self.files = [str(file) for file in files]
+        self.labels = list(labels)
+        self.embeddings = np.ascontiguousarray(embeddings, np.float32)
+        self.kind = kind
+        self._vectors = vectors if vectors is not None else _faiss_index(self.embeddings, kind)
+        self._positions = {str(Path(file).resolve()): i for i, file in enumerate(self.files)}
+
+    @classmethod
+    def from_images(
+        cls,
+        model: keras.Model | str,
+        images: str | Path | Sequence[str | Path],
+        batch_size: int = 64,
+        *,
+        kind: str = "exact",
+        model_name: str | None = None,
+        progress: bool = True,
+    ) -> Index:
+        """Embed a gallery: a folder (labels from its subfolders) or a list of image files (no labels).
+
+        Args:
+            model: a Keras embedding model, or a registry name / ``.keras`` file to load.
+            images: the gallery.
+            batch_size: images embedded per batch.
+            kind: ``"exact"`` search, or approximate ``"hnsw"`` / ``"ivf"`` for large galleries.
+            model_name: saved with the index, for :meth:`load`: by default the registry name or
+                ``.keras`` file the model was loaded from (its ``zoo_name``), else its Keras name.
+            progress: show a progress bar while embedding.
+
+        Raises:
+            FileNotFoundError: no such folder or file, or no image in the folder.
+            ValueError: unreadable images (named), an unknown kind.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
+        if isinstance(model, str):
+            model = registry.load_model(model)
+        if isinstance(images, (str, Path)):
+            files, labels = image_files(images)
+        else:
+            files, labels = [str(file) for file in images], [None] * len(images)
+        embeddings = embed_files(model, files, batch_size, progress)
+        model_name = model_name or getattr(model, "zoo_name", None) or model.name
+        return cls(model, files, labels, embeddings, model_name=model_name, kind=kind)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def label_of(self, file: str | Path) -> str | None:
+        """The label of an indexed file; None for a file not in the index or without a label."""
+        position = self._positions.get(str(Path(file).resolve()))
+        return None if position is None else self.labels[position]
+
+    def search(
+        self, query: str | Path | np.ndarray | tf.Tensor | Sequence[str | Path], k: int = 10
+    ) -> list[Neighbor] | list[list[Neighbor]]:
+        """The k nearest gallery images of a query, nearest first.
+
+        Args:
+            query: an image file, an image (H, W, 3) in [0, 255], or a batch: a list of files or
+                an array (B, H, W, 3). A query file that is in the index comes back first.
+            k: neighbours per query (at most the gallery's size).
+
+        Returns:
+            A list of :class:`Neighbor` for one query; a list of such lists for a batch.
+        """
+        if not 1 <= k <= len(self):
+            raise ValueError(f"k={k} must be between 1 and the number of indexed images ({len(self)})")
+        single = isinstance(query, (str, Path)) or (not isinstance(query, (list, tuple)) and np.ndim(query) == 3)
+        if isinstance(query, (str, Path, list, tuple)):
+            paths = [str(query)] if single else [str(path) for path in query]
+            embeddings = embed_files(self.model, paths)
+            own = [self._positions.get(str(Path(path).resolve())) for path in paths]
+        else:
+            embeddings = embed_images(self.model, query[None] if single else query)
+            own = [None] * len(embeddings)
+        squared, positions = self._vectors.search(np.ascontiguousarray(embeddings, np.float32), k)
+        results = [self._neighbors(row, distances, own_position, embedding, k)
+                   for row, distances, own_position, embedding in zip(positions, squared, own, embeddings)]
+        return results[0] if single else results
+
+    def _neighbors(
+        self, positions: np.ndarray, squared: np.ndarray, own: int | None, embedding: np.ndarray, k: int
+    ) -> list[Neighbor]:
+        """faiss' results of one query as Neighbors, the query's own file (when indexed) first."""
+        found = [(int(p), float(d)) for p, d in zip(positions, squared) if p >= 0]
+        if own is not None:
+            own_distance = float(np.sum((self.embeddings[own] - embedding) ** 2))
+            found = [(own, own_distance)] + [(p, d) for p, d in found if p != own][: k - 1]
+        return [Neighbor(self.files[p], self.labels[p], math.sqrt(max(d, 0.0))) for p, d in found]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index into the folder ``path``: ``index.json``, ``embeddings.npy`` and ``vectors.faiss``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT, "model": self.model_name, "weights_sha256": self.weights_sha256, "kind": self.kind,
+                "input_size": registry.model_input_size(self.model), "files": self.files, "labels": self.labels}
+        (path / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
+        np.save(path / "embeddings.npy", self.embeddings)
+        faiss.write_index(self._vectors, str(path / "vectors.faiss"))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, model: keras.Model | None = None) -> Index:
+        """Reload a saved index, with ``model`` or else the model it names (registry name or ``.keras`` file).
+
+        Raises:
+            FileNotFoundError: not a saved index.
+            ValueError: the model's weights are not those the gallery was embedded with.
+        """
+        path = Path(path)
+        if not (path / "index.json").is_file():
+            raise FileNotFoundError(f"{path} is not a saved index (no {path / 'index.json'})")
+        meta = json.loads((path / "index.json").read_text())
+        if model is None:
+            try:
+                model = registry.load_model(meta["model"])
+            except (KeyError, FileNotFoundError) as error:
+                raise ValueError(
+                    f"index {path} was built with the model {meta['model']!r}, which is neither a registry name nor "
+                    f"an existing .keras file: pass it, Index.load(path, model=...)"
+                ) from error
+        fingerprint = registry.weights_sha256(model)
+        if fingerprint != meta["weights_sha256"]:
+            raise ValueError(
+                f"index {path} was embedded with {meta['model']!r} (weights sha256 {meta['weights_sha256']}); "
+                f"this model's weights have sha256 {fingerprint}: rebuild the index with this model "
+                "(zoo index) or load it with the model it was built with"
+            )
+        return cls(model, meta["files"], meta["labels"], np.load(path / "embeddings.npy"), model_name=meta["model"],
+                   kind=meta["kind"], vectors=faiss.read_index(str(path / "vectors.faiss")))
