@@ -42,7 +42,8 @@ def _train(args: argparse.Namespace) -> None:
 
     result = train(config_from_args(args))
     print(f"\nRetrieval on the unseen test classes of {args.dataset} (run folder: {result['run_dir']}):")
-    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
+    print(metrics_table({"raw pixels": result["metrics_raw_pixels"], "untrained": result["metrics_untrained"],
+                         "trained": result["metrics"]}))
 
 
 def _evaluate(args: argparse.Namespace) -> None:

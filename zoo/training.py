@@ -48,7 +48,7 @@ from zoo.callbacks import (
     read_epoch_log,
     weights_are_finite,
 )
-from zoo.data import ImageSet, eval_pipeline, load_dataset
+from zoo.data import DATASETS, ImageSet, eval_pipeline, load_dataset
 from zoo.methods import build_model
 from zoo.names import METHOD_NAMES
 from zoo.metrics import evaluate
@@ -59,7 +59,7 @@ STRATEGIES = ("default", "mirrored", "multiworker")
 RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50)}
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # What a run folder holds once a run has started in it.
-RUN_FILES = ("config.json", "metrics_untrained.json", "history.jsonl", "backup")
+RUN_FILES = ("config.json", "metrics_untrained.json", "metrics_raw_pixels.json", "history.jsonl", "backup")
 # TrainConfig fields a resumed run may change: they change neither the model nor its training.
 RESUMABLE_FIELDS = ("epochs", "resume", "command", "publish_as", "force", "data_dir", "eval_every", "eval_batch_size")
 
@@ -69,7 +69,7 @@ class TrainConfig:
     """Everything one training run needs; presets in the registry fill it for the papers' protocols."""
 
     method: str = "triplet"
-    dataset: str = "digits"
+    dataset: str = "glyphs"
     data_dir: str | None = None
     backbone: str = "tiny_cnn"
     backbone_weights: str | None = "default"
@@ -132,6 +132,11 @@ def measure(model: keras.Model, queries: ImageSet, gallery: ImageSet | None, con
     embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
     return evaluate(embeddings, labels, **reference, recall_ks=config.recall_ks, precision_ks=config.precision_ks,
                     seed=config.seed)
+
+
+def raw_pixel_model(input_size: int) -> keras.Model:
+    """The baseline every embedding must beat: the center-cropped image's pixels as its embedding."""
+    return keras.Sequential([keras.Input((input_size, input_size, 3)), keras.layers.Flatten()], name="raw_pixels")
 
 
 def evaluation_pipelines(
@@ -277,7 +282,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "run_dir"}``.
+    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "metrics_raw_pixels", "run_dir"}``.
 
     Raises:
         RunFolderLocked: another process trains into ``config.run_dir``.
@@ -301,12 +306,15 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     with make_strategy(config.strategy).scope():
         model = build_and_compile(config, train_set.num_classes)
 
-    untrained_path = run_dir / "metrics_untrained.json"
-    if config.resume and untrained_path.exists():
-        untrained = json.loads(untrained_path.read_text())
-    else:
-        untrained = measure(model, queries, gallery, config)
-        _write_json(untrained_path, untrained)
+    baselines = {}  # measured once per run, kept for a resumed run
+    for name, baseline in (("untrained", model), ("raw_pixels", raw_pixel_model(config.input_size))):
+        path = run_dir / f"metrics_{name}.json"
+        if config.resume and path.exists():
+            baselines[name] = json.loads(path.read_text())
+        else:
+            baselines[name] = measure(baseline, queries, gallery, config)
+            _write_json(path, baselines[name])
+    untrained = baselines["untrained"]
 
     backup = TrainingBackup(run_dir / "backup")
     initial_epoch = 0
@@ -348,7 +356,8 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     if config.publish_as:
         check_publishable(model, metrics, untrained, config.force)
         registry.publish(config.publish_as, model, metrics, untrained, command=config.command)
-    return {"metrics": metrics, "metrics_untrained": untrained, "run_dir": str(run_dir)}
+    return {"metrics": metrics, "metrics_untrained": untrained, "metrics_raw_pixels": baselines["raw_pixels"],
+            "run_dir": str(run_dir)}
 
 
 # ---- presets and command lines ---------------------------------------------------------------
@@ -370,7 +379,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
     """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's)."""
     if method is None:
         parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
-    parser.add_argument("--dataset", default="digits", help="digits, synthetic, cub200, cars196, sop, inshop, folder")
+    parser.add_argument("--dataset", default="glyphs", choices=DATASETS, help="training and test data")
     parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
     parser.add_argument("--epochs", type=int)

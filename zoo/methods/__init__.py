@@ -30,6 +30,25 @@ DIGITS_PROTOCOL: dict[str, Any] = {
     "input_size": 32,
 }
 
+# The protocol of every ``<method>_glyphs`` preset: the peer benchmark's four-block CNN from scratch on the
+# offline many-class glyphs (zoo.data.glyphs), 32 px, 64-d, PML's batches (P16 x K4) and rate (Adam 1e-3).
+GLYPHS_PROTOCOL: dict[str, Any] = {
+    "backbone": "small_cnn",
+    "backbone_weights": None,
+    "freeze_batchnorm": False,
+    "dataset": "glyphs",
+    "embedding_dim": 64,
+    "input_size": 32,
+}
+GLYPHS_TRAINING: dict[str, Any] = {
+    "epochs": 2,
+    "steps_per_epoch": 150,
+    "classes_per_batch": 16,
+    "images_per_class": 4,
+    "learning_rate": 1e-3,
+    "eval_every": 2,
+}
+
 # Losses built with the number of training classes (given by name in a method's hyperparameters):
 # those whose class declares ``needs_num_classes`` (the proxy and classifier losses).
 CLASS_AWARE_LOSSES: tuple[str, ...] = losses.CLASS_AWARE_LOSSES

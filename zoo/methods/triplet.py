@@ -9,7 +9,7 @@ configs use the shared benchmark protocol of the zoo's papers (InceptionV3, 512-
 
 from __future__ import annotations
 
-from zoo.methods import DIGITS_PROTOCOL
+from zoo.methods import DIGITS_PROTOCOL, GLYPHS_PROTOCOL, GLYPHS_TRAINING
 
 # Digits (5 training classes, 900 images): the net separates them within a few dozen steps and
 # then overfits; frozen BatchNorm, a low rate and 30 steps keep the small gain on digits 5-9.
@@ -29,6 +29,15 @@ PRESETS = [
         "hyperparameters": {**_HYPERPARAMETERS},
         "training": _DIGITS_TRAINING,
         "command": "zoo train --method triplet --dataset digits --publish triplet_digits",
+    },
+    {
+        "name": "triplet_glyphs",
+        "method": "triplet",
+        "paper": _PAPER,
+        **GLYPHS_PROTOCOL,
+        "hyperparameters": {**_HYPERPARAMETERS},
+        "training": GLYPHS_TRAINING,
+        "command": "zoo train --publish triplet_glyphs",
     },
     *(
         {
