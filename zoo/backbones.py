@@ -7,9 +7,11 @@ network, so the saved model and the SavedModel export take raw pixels.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import keras
@@ -32,6 +34,39 @@ BACKBONES: dict[str, BackboneSpec] = {
     "tiny_cnn": BackboneSpec(None, "unit", 32, None),
     "small_cnn": BackboneSpec(None, "standardize", 64, None),
 }
+
+
+# Backbone weights the zoo trains itself, shipped in zoo/pretrained/backbones/ (the ImageNet weights of the
+# CPU backbones, which no one publishes): (backbone, weights name) -> (file, sha256). Each was trained on
+# classes disjoint from every benchmark's by training_scripts/pretrain_backbone.py, whose command is in
+# benchmarks/RESULTS.md.
+PRETRAINED_BACKBONES: dict[tuple[str, str], tuple[str, str]] = {}
+BACKBONE_WEIGHTS_DIR = Path(__file__).parent / "pretrained" / "backbones"
+
+
+def backbone_part(net: keras.Model) -> keras.Model:
+    """The backbone of an embedding net: its layers from the images to the global pooling (shared weights)."""
+    return keras.Model(net.inputs, net.get_layer("pool").input, name=f"{net.name}_backbone")
+
+
+def pretrained_backbone_file(backbone: str, weights: str) -> Path:
+    """The verified file of the zoo's own ``weights`` for ``backbone`` (see :data:`PRETRAINED_BACKBONES`).
+
+    Raises:
+        ValueError: no such weights for this backbone.
+        OSError: the file is missing or its sha256 differs from the registered one.
+    """
+    if (backbone, weights) not in PRETRAINED_BACKBONES:
+        known = sorted(name for b, name in PRETRAINED_BACKBONES if b == backbone)
+        raise ValueError(f"{backbone} has no pretrained weights {weights!r}; available: {known or 'none'} or None")
+    filename, sha256 = PRETRAINED_BACKBONES[backbone, weights]
+    path = BACKBONE_WEIGHTS_DIR / filename
+    if not path.is_file():
+        raise OSError(f"the {backbone} weights {weights!r} should be at {path}, which is missing: reinstall zoo")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256:
+        raise OSError(f"{path} has sha256 {digest}, expected {sha256}: the file is corrupt, reinstall zoo")
+    return path
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -131,7 +166,9 @@ def build_embedding_net(
         embedding_dim: size of the linear embedding layer on top of global average pooling.
         input_size: square image side; the backbone's default when None.
         weights: ``"imagenet"``, ``None`` (random init) or a path to a local no-top weights file;
-            ``"default"`` means ImageNet for the keras.applications backbones, None for the CPU ones.
+            ``"default"`` means ImageNet for the keras.applications backbones, None for the CPU ones,
+            which take the zoo's own pretrained weights by name (:data:`PRETRAINED_BACKBONES`:
+            ``"glyphs"`` for ``small_cnn``).
         freeze_batchnorm: freeze every BatchNormalization layer of the backbone (statistics and
             scale/offset), the protocol of the papers that fine-tune with small batches.
 
@@ -147,9 +184,10 @@ def build_embedding_net(
     images = keras.Input((size, size, 3), name="images")
     x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(images)
     if spec.constructor is None:
-        if weights is not None:
-            raise ValueError(f"{backbone} has no pretrained backbone weights: use weights=None")
+        weights_file = None if weights is None else pretrained_backbone_file(backbone, weights)
         features = _CPU_BACKBONES[backbone](x)
+        if weights_file is not None:
+            keras.Model(images, features).load_weights(weights_file)
     else:
         base = _applications_backbone(backbone, spec, x, weights)
         features = base.output
