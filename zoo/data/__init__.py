@@ -41,6 +41,7 @@ DATASETS: tuple[str, ...] = ("digits", "glyphs", "synthetic", "cub200", "cars196
 SPLITS: dict[str, tuple[str, ...]] = {
     **{name: ("train", "test") for name in DATASETS},
     "inshop": ("train", "query", "gallery"),
+    "glyphs": ("train", "test", "pretrain"),  # pretrain: classes of neither, for pre-training backbones
 }
 
 

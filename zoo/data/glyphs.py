@@ -85,7 +85,18 @@ BLOCKS: tuple[tuple[int, int, str, str], ...] = (
     (0x2190, 0x2200, "Arrows", "train"),
     (0x2200, 0x2300, "Mathematical Operators", "test"),
     (0x2300, 0x2400, "Miscellaneous Technical", "test"),
+    # Pretrain: scripts and symbols of neither split, for the zoo's pretrained CPU backbones
+    # (``backbone_weights="glyphs"``), the offline stand-in for ImageNet pre-training. Their classes are
+    # selected after train and test, so adding them changes neither, and no pretrain class has a rendering
+    # of a train or test class.
+    (0x0180, 0x0250, "Latin Extended-B", "pretrain"),
+    (0x0590, 0x0600, "Hebrew", "pretrain"),
+    (0x10A0, 0x1100, "Georgian", "pretrain"),
+    (0x2500, 0x2600, "Box Drawing, Block Elements, Geometric Shapes", "pretrain"),
+    (0x2600, 0x27C0, "Miscellaneous Symbols, Dingbats", "pretrain"),
+    (0x2800, 0x2900, "Braille Patterns", "pretrain"),
 )
+SPLITS: tuple[str, ...] = ("train", "test", "pretrain")
 _NOTDEF_PROBE = 0x10FFFD  # a private-use code point no font maps: rendering it draws the .notdef glyph
 
 
@@ -118,7 +129,7 @@ def font_files() -> list[Path]:
 
 
 def block_split(code: int) -> str | None:
-    """The split (``"train"`` or ``"test"``) of the :data:`BLOCKS` block of a code point, None outside them."""
+    """The split (one of :data:`SPLITS`) of the :data:`BLOCKS` block of a code point, None outside them."""
     for first, end, _, split in BLOCKS:
         if first <= code < end:
             return split
@@ -204,10 +215,10 @@ def render_fonts(image_size: int = IMAGE_SIZE, progress: bool = True) -> dict[in
 
 def select_classes(renderings: dict[int, list[np.ndarray]]) -> list[int]:
     """The characters that become classes: drawn differently by at least :data:`MIN_FONTS` fonts, and
-    no rendering identical to one of an earlier (smaller code point) class, ascending."""
+    no rendering identical to one of an earlier class; train and test ascending, then pretrain ascending."""
     claimed: set[bytes] = set()
     classes = []
-    for code, images in sorted(renderings.items()):
+    for code, images in sorted(renderings.items(), key=lambda item: (block_split(item[0]) == "pretrain", item[0])):
         hashes = {hashlib.sha1(image.tobytes()).digest() for image in images}
         if len(images) < MIN_FONTS or hashes & claimed:
             continue
@@ -315,7 +326,7 @@ def load_glyphs(split: str = "train", *, image_size: int = IMAGE_SIZE, images_pe
     """Load a split of glyphs, building the dataset into the cache first when it is not there.
 
     Args:
-        split: ``"train"`` or ``"test"`` (see :data:`BLOCKS`).
+        split: ``"train"``, ``"test"`` or ``"pretrain"`` (see :data:`BLOCKS`).
         image_size: height and width of the images.
         images_per_class: images of each class.
         seed: seed of the augmentation.
