@@ -103,6 +103,11 @@ def test_a_card_of_another_configuration_or_hash_is_refused(tmp_path, monkeypatc
         shutil.copy(registry.PRETRAINED_DIR / f"triplet_digits{suffix}", tmp_path / f"triplet_digits{suffix}")
     monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path)
     card = json.loads((tmp_path / "triplet_digits.json").read_text())
+    card["provenance"]["hyperparameters"] = {"loss": "contrastive"}  # trained otherwise: loads, and says so
+    (tmp_path / "triplet_digits.json").write_text(json.dumps(card))
+    with pytest.warns(UserWarning, match=r"trained with other settings than 'triplet_digits' has now: "
+                      r"hyperparameters \{'loss': 'contrastive'\}"):
+        zoo.load("triplet_digits")
     card["provenance"]["embedding_dim"] = 128
     (tmp_path / "triplet_digits.json").write_text(json.dumps(card))
     with pytest.raises(zoo.WeightsError, match=r"embedding_dim 128 \(expected 64\)"):

@@ -39,8 +39,11 @@ CACHE_SUBDIR = "zoo"  # downloaded weights go to keras.utils.get_file's cache: <
 TRAIN_CLASSES = {"digits": 5, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
 
 # The configuration a weights file is trained for (its card's provenance): what build() builds from.
-PROVENANCE_KEYS = ("method", "backbone", "embedding_dim", "input_size", "freeze_batchnorm", "num_classes",
-                   "hyperparameters")
+# The architecture keys must match the entry's for its weights to load; the training keys may have
+# changed since the weights were published (a warning then says the card no longer reproduces them).
+ARCHITECTURE_KEYS = ("method", "backbone", "embedding_dim", "input_size", "num_classes")
+TRAINING_KEYS = ("freeze_batchnorm", "hyperparameters")
+PROVENANCE_KEYS = ARCHITECTURE_KEYS + TRAINING_KEYS
 
 # The no-top ImageNet files keras.applications fetches into <Keras home>/models/.
 IMAGENET_FILES = {
@@ -115,21 +118,37 @@ def provenance(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_provenance(name: str, card: dict[str, Any], source: str | Path) -> None:
-    """Raise :class:`WeightsError` unless ``card`` says its weights were trained as entry ``name`` is configured.
+    """Refuse weights whose card says they were trained for another model than entry ``name``.
+
+    Another method or architecture (``ARCHITECTURE_KEYS``) raises; other training settings
+    (``TRAINING_KEYS``) than the entry's now are loaded with a warning naming them.
 
     Args:
         name: the registry entry the weights are loaded into.
         card: the weights' card (its ``provenance``).
-        source: the card's file, named in the error.
+        source: the card's file, named in the messages.
+
+    Raises:
+        WeightsError: no provenance, or another method or architecture.
     """
     if "provenance" not in card:
         raise WeightsError(f"weights card {source} has no provenance: publish the weights again (zoo train --publish)")
     expected, recorded = provenance(get_entry(name)), card["provenance"]
-    differences = [f"{key} {recorded.get(key)!r} (expected {value!r})" for key, value in expected.items()
-                   if json.loads(json.dumps(recorded.get(key))) != json.loads(json.dumps(value))]
-    if differences:
+
+    def differences(keys: tuple[str, ...]) -> list[str]:
+        return [f"{key} {recorded.get(key)!r} (expected {expected[key]!r})" for key in keys
+                if json.loads(json.dumps(recorded.get(key))) != json.loads(json.dumps(expected[key]))]
+
+    if differences(ARCHITECTURE_KEYS):
         raise WeightsError(
-            f"the weights of card {source} were not trained for {name!r}: {'; '.join(differences)}"
+            f"the weights of card {source} were not trained for {name!r}: {'; '.join(differences(ARCHITECTURE_KEYS))}"
+        )
+    if differences(TRAINING_KEYS):
+        warnings.warn(
+            f"the weights of card {source} were trained with other settings than {name!r} has now: "
+            f"{'; '.join(differences(TRAINING_KEYS))}. Their metrics are those of the card; retrain and publish "
+            f"({publish_command(get_entry(name))}) to match the entry.",
+            stacklevel=3,
         )
 
 
