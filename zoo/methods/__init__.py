@@ -47,6 +47,10 @@ GLYPHS_TRAINING: dict[str, Any] = {
     "images_per_class": 4,
     "learning_rate": 1e-3,
     "eval_every": 2,
+    # The peer benchmark's crops: random resized crops of 70-100 % of the area, no flips (a mirrored glyph is
+    # another glyph). Triplet baseline, 300 steps, seed 0: MAP@R 0.285 against 0.259 with resize_crop.
+    "augmentation": "random_resized_crop",
+    "crop_scale": (0.7, 1.0),
 }
 
 # Losses built with the number of training classes (given by name in a method's hyperparameters):
