@@ -418,6 +418,8 @@ def test_every_loss_serialises_and_gives_the_same_value(name):
 def test_losses_get_rejects_unknown_names_and_reductions():
     with pytest.raises(ValueError, match="unknown loss 'proxy'; choose one of"):
         losses.get("proxy")
+    with pytest.raises(ValueError, match="'proxy-nca' needs num_classes"):
+        losses.KerasMetricLoss("proxy-nca")
     with pytest.raises(ValueError, match="unknown reduction 'median'"):
         losses.TripletLoss(reduction="median")
     with pytest.raises(ValueError, match="unknown distance 'manhattan'"):
@@ -447,7 +449,7 @@ def test_a_metric_model_trains_with_every_loss_and_its_weights():
         if name == "xbm":
             kwargs = {"loss": "multi-similarity", "embedding_dim": 8, "memory_size": 16}
         model = MetricModel(keras.models.clone_model(net), loss=losses.get(name, **kwargs))
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)  # one step: tracing would dominate
         loss_weights = model.metric_loss.trainable_weights
         assert all(any(v is w for v in model.trainable_variables) for w in loss_weights), name
         before = [v.numpy().copy() for v in model.trainable_variables]
