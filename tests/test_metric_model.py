@@ -37,7 +37,7 @@ def test_one_step_moves_every_embedding_variable(pk_batch):
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch(pk_batch):
-    model = _model(miner="semi-hard")
+    model = _model(loss="facenet-triplet", miner="semi-hard")
     first = model.train_on_batch(*pk_batch, return_dict=True)["loss"]
     for _ in range(15):
         last = model.train_on_batch(*pk_batch, return_dict=True)["loss"]
@@ -69,7 +69,7 @@ def test_keras_round_trip_keeps_embeddings_and_loss_config(tmp_path, pk_batch):
     np.testing.assert_allclose(loaded.predict(pk_batch[0], verbose=0), model.predict(pk_batch[0], verbose=0), atol=1e-6)
     assert isinstance(loaded.metric_loss, losses.MarginLoss)
     assert float(loaded.metric_loss.beta) == pytest.approx(float(model.metric_loss.beta))
-    assert loaded.metric_loss.miner.name == "distance-weighted"
+    assert loaded.metric_loss.miner.name == "all"  # PML's default: every triplet
 
 
 def test_saved_model_serves_the_same_embeddings(tmp_path, pk_batch):

@@ -113,7 +113,8 @@ def miner_case(x: np.ndarray, y: np.ndarray) -> dict:
 
 def xbm_case(name: str, kwargs: dict, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     xbm = pml_losses.CrossBatchMemory(getattr(pml_losses, name)(**kwargs), PML_EMBEDDING_DIM, XBM_MEMORY_SIZE)
-    return {"kwargs": kwargs, "values": [float(xbm(torch.from_numpy(x), torch.from_numpy(y)).detach()) for x, y in batches]}
+    values = [float(xbm(torch.from_numpy(x), torch.from_numpy(y)).detach()) for x, y in batches]
+    return {"kwargs": kwargs, "values": values}
 
 
 def main() -> None:

@@ -88,6 +88,9 @@ def get(identifier: str | dict | MetricLoss, **kwargs: Any) -> MetricLoss:
         return keras.saving.deserialize_keras_object(identifier)
     if identifier not in LOSSES:
         raise ValueError(f"unknown loss {identifier!r}; choose one of {sorted(LOSSES)}")
+    if identifier in CLASS_AWARE_LOSSES and "num_classes" not in kwargs:
+        raise ValueError(f"loss {identifier!r} needs num_classes, one weight per training class: "
+                         f"losses.get({identifier!r}, num_classes=...)")
     return LOSSES[identifier](**kwargs)
 
 

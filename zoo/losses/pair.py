@@ -110,7 +110,8 @@ class LiftedStructuredLoss(PairLoss):
         self.neg_margin, self.pos_margin = float(neg_margin), float(pos_margin)
 
     def pair_terms(self, matrix, positives, negatives):
-        negative_lse = tf.reduce_logsumexp(tf.where(negatives, self.distance.margin(self.neg_margin, matrix), NO_TERM), 1)
+        negative_terms = tf.where(negatives, self.distance.margin(self.neg_margin, matrix), NO_TERM)
+        negative_lse = tf.reduce_logsumexp(negative_terms, axis=1)
         has_negative = tf.reduce_any(negatives, axis=1)
         either = has_negative[:, None] | has_negative[None, :]
         lse = tf.experimental.numpy.logaddexp(negative_lse[:, None], negative_lse[None, :])

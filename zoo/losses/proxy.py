@@ -29,7 +29,9 @@ class ProxyLoss(ComposedLoss):
     def __init__(self, num_classes: int, embedding_dim: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         if int(num_classes) < 2:
-            raise ValueError(f"{type(self).__name__} needs num_classes >= 2 (one proxy per training class), got {num_classes}")
+            raise ValueError(
+                f"{type(self).__name__} needs num_classes >= 2 (one proxy per training class), got {num_classes}"
+            )
         self.num_classes = int(num_classes)
         self.embedding_dim = None if embedding_dim is None else int(embedding_dim)
         if self.embedding_dim is not None:

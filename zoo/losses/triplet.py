@@ -113,7 +113,9 @@ class MarginLoss(TripletBasedLoss):
         d_ap, d_an = matrix[:, :, None], matrix[:, None, :]
         pos = tf.nn.relu(self.distance.margin(d_ap, beta) + self.margin)
         neg = tf.nn.relu(self.distance.margin(beta, d_an) + self.margin)
-        active = tf.reduce_sum(tf.cast(triplets & (pos > 0.0), tf.float32) + tf.cast(triplets & (neg > 0.0), tf.float32))
+        active = tf.reduce_sum(tf.cast(triplets & (pos > 0.0), tf.float32)) + tf.reduce_sum(
+            tf.cast(triplets & (neg > 0.0), tf.float32)
+        )
         terms = [Terms(pos + neg, triplets, active)]
         if self.learn_beta and self.nu:
             if self.num_classes is None:  # PML: an already reduced term

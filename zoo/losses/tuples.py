@@ -86,7 +86,8 @@ class AngularLoss(ComposedLoss):
         if anchor_mask is not None:
             mask = tf.reshape(tf.cast(anchor_mask, tf.bool), [-1])
             positives &= mask[:, None] | mask[None, :]
-        losses = masked_logsumexp(logits, tf.broadcast_to(negatives[:, None, :], tf.shape(logits)), axis=2, add_one=True)
+        other_class = tf.broadcast_to(negatives[:, None, :], tf.shape(logits))
+        losses = masked_logsumexp(logits, other_class, axis=2, add_one=True)
         return [Terms(losses, positives)]
 
     def get_config(self):
@@ -108,7 +109,7 @@ class FastAPLoss(ComposedLoss):
     def __init__(self, num_bins: int = 10, **kwargs):
         super().__init__(**kwargs)
         if self.distance.name not in ("euclidean", "squared-euclidean") or not self.distance.normalize_embeddings:
-            raise ValueError("FastAP bins distances of normalised embeddings: distance 'squared-euclidean' or 'euclidean'")
+            raise ValueError("FastAP bins distances of normalised embeddings: 'squared-euclidean' or 'euclidean'")
         self.num_bins = int(num_bins)
 
     def compute(self, embeddings, labels, seed, anchor_mask):

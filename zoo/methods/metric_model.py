@@ -3,7 +3,9 @@
 The base every method reuses or extends. Its seams:
 
 - ``embedding_net``: images -> L2-normalised embeddings (:func:`zoo.backbones.build_embedding_net`);
-- ``metric_loss``: a :class:`zoo.losses.MetricLoss` (triplet + miner, contrastive, margin, ...);
+- ``metric_loss``: a :class:`zoo.losses.MetricLoss` (triplet + miner, contrastive, margin, ...); the layer
+  is tracked, so the loss's own weights (proxies, the margin loss's beta) are among the model's
+  ``trainable_variables`` and the optimizer trains them with the net;
 - the batches: :meth:`MetricModel.make_train_dataset` (P classes x K images from
   :func:`zoo.data.train_pipeline`; methods with their own batch construction override it);
 - :meth:`MetricModel.training_callbacks`: callbacks a method needs during ``fit``: here the
@@ -41,9 +43,11 @@ class MetricModel(keras.Model):
 
     Args:
         embedding_net: a Keras model mapping images to embeddings.
-        loss: a :class:`zoo.losses.MetricLoss`, its name (``"triplet"``) or serialisation dict.
-        miner: with a loss given by name, the miner it uses (``"semi-hard"``, ...); the miner
-            is then part of the loss's config.
+        loss: a :class:`zoo.losses.MetricLoss`, its name or serialisation dict. The default
+            ``"triplet"`` is pytorch-metric-learning's default triplet loss (every batch triplet,
+            margin 0.05, mean over the non-zero terms), which learns from scratch.
+        miner: with a loss given by name, the miner it uses (``"all"``, ``"semi-hard"``, ...); the
+            miner is then part of the loss's config.
         seed: base seed of the stateless random mining.
     """
 
