@@ -245,7 +245,9 @@ def test_the_cache_stores_the_embeddings_of_the_batch_representatives():
     expected = model(images).numpy()[is_representative]
     one_step(model, (images, labels, is_representative))
     assert model.representative_cached.numpy().tolist() == [False, True, False, True]
-    np.testing.assert_allclose(model.representative_cache.numpy()[[1, 3]], expected, atol=1e-6)
+    # unit embeddings of the training step's graph (fused kernels) against an eager forward pass: 1e-5 is
+    # far above float32 rounding through tiny_cnn (~1e-7) and far below a wrong row (~0.1)
+    np.testing.assert_allclose(model.representative_cache.numpy()[[1, 3]], expected, atol=1e-5)
     np.testing.assert_array_equal(model.representative_cache.numpy()[[0, 2]], 0.0)
 
 

@@ -242,8 +242,8 @@ def test_eq5_gradient_reaches_f_through_the_generators_and_pretraining_uses_l_or
 
     grads, org, terms = gradients()  # pre-training epoch: F learns from L_t(X) alone, CF from eq. 8
     assert float(terms["w_org"]) == 1.0
-    for g, o in zip(grads, org):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(o), atol=1e-7)
+    for g, o in zip(grads, org):  # float32 rounding of the summed backward pass, relative to the gradient
+        np.testing.assert_allclose(np.asarray(g), np.asarray(o), rtol=1e-5, atol=1e-6 * float(np.max(np.abs(o))))
     assert all(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads[len(net_variables):])
     model.end_epoch()
     model.last_generator2_loss.assign(0.5)  # w_org = e^-1

@@ -10,6 +10,9 @@ The callback writes its metrics into the epoch's ``logs`` in place, so it must c
 callbacks that monitor them (Keras passes one ``logs`` dict to the callbacks in list order). Give
 those callbacks ``mode="max"``: Keras' "auto" mode would minimise ``val_recall@1``. On epochs
 without an evaluation the metrics are absent from ``logs`` and EarlyStopping only warns.
+
+Also here: :class:`EpochLog` (one JSON line per epoch) and :class:`TrainingBackup` (the whole training
+state at each epoch end, written atomically), which ``zoo.training`` uses.
 """
 
 from __future__ import annotations

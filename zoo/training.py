@@ -213,6 +213,7 @@ def _lock_holder(lock: Path) -> int | None:
 
 
 def _process_is_running(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 checks without signalling)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
