@@ -30,12 +30,17 @@ Metrics (keys of :func:`evaluate`):
   many clusters as classes; NMI with the arithmetic normalisation and the pairwise F-measure of
   Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding" (CVPR 2016), Sec. 5.
 
-Cost. One blocked pass over the similarity matrix (only its upper triangle when the queries are
-the references: a block serves its transpose too) computes, per block, the k nearest neighbours
-(faiss C++ heaps, the ones behind ``IndexFlatIP.search``) and, for the rank metrics, how many
-negatives are at least as similar as each positive; the similarity of each pair is computed once
-for all metrics. A block and its transpose are processed by two threads. Memory stays at a few
-blocks of ``BLOCK_SIZE`` x ``BLOCK_SIZE``. ``benchmarks/eval_speed.py`` measures it at SOP scale.
+Cost. Every retrieval metric comes from the rank of each query's positives (same-class
+references): ``recall@K`` from the list position of the first, ``precision@k`` from those of the
+first k, the rank metrics from all ranks, so no neighbour list is kept (Recall@1000 costs what
+Recall@1 does). A rank is a count: the negatives at least as similar as the positive (for the list
+position: more similar, or as similar and of smaller index), plus the positives before it. One pass
+over the similarity matrix counts them block by block (only the upper triangle when the queries are
+the references: a block counts for its rows, and column-wise for its columns), the blocks shared out
+to ``faiss.omp_get_max_threads()`` workers, each with single-threaded BLAS. The pass costs about the
+similarity matmul itself: half of the N^2 D multiply-adds of a faiss flat search, plus ~0.5 ns per
+pair and positive for the comparisons. Memory: two strips per worker and the (N, max positives)
+counts. ``benchmarks/eval_speed.py`` and ``benchmarks/peer/compare_eval.py`` measure it at SOP scale.
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ from typing import Iterable, NamedTuple
 import faiss
 import numpy as np
 from scipy.stats import rankdata
-from threadpoolctl import threadpool_limits
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
+from threadpoolctl import threadpool_limits
 
 ALL_METRICS = ("recall", "precision", "map", "map@r", "r_precision", "nmi", "f1")
 RANK_METRICS = ("map", "map@r", "r_precision")
