@@ -25,11 +25,11 @@ from sklearn.metrics import normalized_mutual_info_score
 from zoo import metrics
 
 SOP_RECALL_KS = (1, 10, 100, 1000)
-# (niter, max_points_per_centroid, seeds) of the k-means study; niter=100 runs until faiss stops
-# (objective no longer decreasing): the converged reference, with two seeds for the seed-to-seed spread.
+# (niter, max_points_per_centroid, seeds) of the k-means study, cheapest first; niter=100 runs until
+# faiss stops (objective no longer decreasing): the converged reference, two seeds for their spread.
 KMEANS_GRID = (
-    (100, None, (0, 1)), (1, None, (0,)), (2, None, (0,)), (3, None, (0,)),
-    (100, 2, (0,)), (1, 1, (0,)), (1, 2, (0,)), (2, 2, (0,)),
+    (1, 1, (0,)), (1, None, (0,)), (2, None, (0,)), (3, None, (0,)), (1, 2, (0,)), (2, 2, (0,)),
+    (100, None, (0, 1)),
 )
 
 

@@ -89,8 +89,13 @@ def test_exact_ties_follow_documented_order():
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 64 rows, so that small sets exercise the multi-block scan and its transposes."""
+    """Blocks of 64 rows in strips of 24, so that small sets exercise the multi-block scan, its
+    transposed blocks and partial strips."""
     monkeypatch.setattr(metrics, "BLOCK_SIZE", 64)
+    monkeypatch.setattr(metrics, "STRIP_ROWS", 24)
+
+
+RETRIEVAL = ("recall", "precision") + metrics.RANK_METRICS
 
 
 def test_many_exact_ties_over_several_blocks(small_blocks):
@@ -120,21 +125,30 @@ def slow_map(sims, labels, reference_labels=None):
     return np.mean(aps)
 
 
-def slow_retrieval_metrics(sims, labels, reference_labels, ks):
-    """Recall@K, precision@K, MAP@R, R-precision from a full stable sort of each row."""
-    values = {name: [] for name in ["map@r", "r_precision"] + [f"{m}@{k}" for m in ("recall", "precision") for k in ks]}
+def brute_force_metrics(sims, labels, reference_labels, recall_ks, precision_ks):
+    """Every retrieval metric from whole rows of similarities (-inf: the query itself), query by query.
+
+    The documented conventions: recall and precision read a stable sort of each row (equal
+    similarities by smaller index); the rank of a positive counts every reference at least as similar.
+    """
+    values = {}
     for row, label in zip(sims, labels):
-        order = np.argsort(-row, kind="stable")[: np.isfinite(row).sum()]
+        keep = np.isfinite(row)
+        order = np.argsort(-row, kind="stable")[: keep.sum()]
         relevant = reference_labels[order] == label
         r = relevant.sum()
         if r == 0:
             continue
-        for k in ks:
-            values[f"recall@{k}"].append(relevant[:k].any())
-            values[f"precision@{k}"].append(relevant[:k].mean())
-        hits = relevant[:r]
-        values["map@r"].append((np.cumsum(hits) / np.arange(1, r + 1) * hits).sum() / r)
-        values["r_precision"].append(hits.mean())
+        positive_sims = row[keep & (reference_labels == label)]
+        ranks = (row[keep] >= positive_sims[:, None]).sum(axis=1)
+        precision = (positive_sims >= positive_sims[:, None]).sum(axis=1) / ranks  # P(rank) at each positive
+        per_query = {f"recall@{k}": relevant[:k].any() for k in recall_ks}
+        per_query.update({f"precision@{k}": relevant[:k].mean() for k in precision_ks})
+        per_query.update({
+            "map": precision.mean(), "map@r": (precision * (ranks <= r)).sum() / r, "r_precision": (ranks <= r).mean(),
+        })
+        for name, value in per_query.items():
+            values.setdefault(name, []).append(value)
     return {name: float(np.mean(v)) for name, v in values.items()}
 
 
@@ -143,25 +157,67 @@ def unit_rows(rng, n, d):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_random_data_matches_slow_references(small_blocks):
-    rng = np.random.default_rng(1)
-    x = unit_rows(rng, 250, 8)
-    labels = rng.integers(0, 40, 250)  # some singleton classes
-    sims = x @ x.T
-    np.fill_diagonal(sims, -np.inf)
-    results = metrics.evaluate(x, labels, recall_ks=(1, 4), precision_ks=(1, 4), metrics=metrics.RANK_METRICS + ("recall", "precision"))
-    expected = slow_retrieval_metrics(sims, labels, labels, ks=(1, 4))
-    expected["map"] = slow_map(sims, labels)
-    assert results == pytest.approx(expected, abs=1e-9)
+def halves(rng, n):
+    """Unit rows of four entries +-1/2 among 8: every product is a multiple of 1/4, exact in float32
+    in any order of summation (so on any CPU), with many exact ties."""
+    x = np.zeros((n, 8), np.float32)
+    for row in x:
+        row[rng.choice(8, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return x
 
-    gallery, gallery_labels = unit_rows(rng, 150, 8), rng.integers(0, 40, 150)
-    results = metrics.evaluate(
-        x, labels, reference_embeddings=gallery, reference_labels=gallery_labels,
-        recall_ks=(1, 4), precision_ks=(1, 4), metrics=metrics.RANK_METRICS + ("recall", "precision"),
-    )
-    expected = slow_retrieval_metrics(x @ gallery.T, labels, gallery_labels, ks=(1, 4))
-    expected["map"] = slow_map(x @ gallery.T, labels, gallery_labels)
-    assert results == pytest.approx(expected, abs=1e-9)
+
+def uneven_labels(rng, n, num_classes=40):
+    """Class sizes from 0 or 1 (no positive: left out) to a few dozen."""
+    weights = 1.0 / np.arange(1, num_classes + 1)
+    return rng.choice(num_classes, n, p=weights / weights.sum())
+
+
+def assert_matches_brute_force(x, labels, gallery=None, gallery_labels=None, recall_ks=(1,), precision_ks=(1,)):
+    """Every retrieval metric, together and one family at a time, against :func:`brute_force_metrics`."""
+    same_set = gallery is None
+    sims = x @ (x if same_set else gallery).T
+    if same_set:
+        np.fill_diagonal(sims, -np.inf)
+    expected = brute_force_metrics(sims, labels, labels if same_set else gallery_labels, recall_ks, precision_ks)
+    kwargs = dict(reference_embeddings=gallery, reference_labels=gallery_labels, recall_ks=recall_ks, precision_ks=precision_ks)
+    assert metrics.evaluate(x, labels, metrics=RETRIEVAL, **kwargs) == pytest.approx(expected, abs=1e-12)
+    for family in RETRIEVAL:  # each alone: positives are masked even when their ranks are not needed
+        alone = metrics.evaluate(x, labels, metrics=(family,), **kwargs)
+        assert alone == pytest.approx({name: expected[name] for name in alone}, abs=1e-12), family
+
+
+def min_gap_to_positives(sims, labels, reference_labels):
+    """Smallest difference between a positive's similarity and another similarity of its row (nan: self)."""
+    gap = np.inf
+    for row, label in zip(sims.astype(np.float64), labels):
+        positives = np.flatnonzero((reference_labels == label) & ~np.isnan(row))
+        differences = np.abs(row[:, None] - row[positives])
+        differences[positives, np.arange(len(positives))] = np.inf
+        gap = min(gap, np.nanmin(differences, initial=np.inf))
+    return gap
+
+
+def test_random_data_matches_brute_force(small_blocks):
+    rng = np.random.default_rng(6)
+    x, labels = unit_rows(rng, 150, 8), uneven_labels(rng, 150, num_classes=30)
+    gallery, gallery_labels = unit_rows(rng, 100, 8), uneven_labels(rng, 100, num_classes=30)
+    # No similarity within 1e-6 of a positive's in its row: float32 rounding (~1e-7) cannot reorder a
+    # ranking, whatever the CPU's matrix product.
+    sims = x @ x.T
+    np.fill_diagonal(sims, np.nan)
+    assert min_gap_to_positives(sims, labels, labels) > 1e-6
+    assert min_gap_to_positives(x @ gallery.T, labels, gallery_labels) > 1e-6
+    assert_matches_brute_force(x, labels, recall_ks=(1, 4, 30, 149), precision_ks=(1, 4, 9))
+    assert_matches_brute_force(x, labels, gallery, gallery_labels, recall_ks=(1, 4, 30, 100), precision_ks=(1, 4, 9))
+
+
+def test_tied_data_matches_brute_force(small_blocks):
+    # Products exact on any CPU; ties between positives and negatives, within and across blocks.
+    rng = np.random.default_rng(2)
+    x, labels = halves(rng, 300), uneven_labels(rng, 300)
+    gallery, gallery_labels = halves(rng, 200), uneven_labels(rng, 200)
+    assert_matches_brute_force(x, labels, recall_ks=(1, 2, 5, 60, 299), precision_ks=(1, 3, 10))
+    assert_matches_brute_force(x, labels, gallery, gallery_labels, recall_ks=(1, 7, 200), precision_ks=(2, 10))
 
 
 def test_knn_equals_brute_force_and_faiss_flat_index():
@@ -253,7 +309,10 @@ def test_use_gpu_without_gpu_is_a_clear_error():
         metrics.evaluate(on_circle(ANGLES), LABELS, metrics=("map",), use_gpu=True)
 
 
-def test_count_per_row_uses_byte_lanes_without_overflow():
+def test_counts_use_byte_lanes_without_overflow():
     mask = np.ones((3, 2040), bool)  # 255 ones per byte lane: the most a BLOCK_SIZE row may hold
     mask[1, ::3] = False
     np.testing.assert_array_equal(metrics._count_per_row(mask), mask.sum(axis=1))
+    mask = np.ones((255, 7), bool)  # the most a STRIP_ROWS column may hold
+    mask[::2, 3] = False
+    np.testing.assert_array_equal(metrics._count_per_column(mask), mask.sum(axis=0))

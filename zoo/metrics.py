@@ -26,16 +26,21 @@ Metrics (keys of :func:`evaluate`):
   M_i relevant images (standard AP), which is the reading used here.
 - ``map@r`` and ``r_precision``: Musgrave et al., "A Metric Learning Reality Check" (ECCV 2020),
   Sec. 3.2, with R = number of other same-class references.
-- ``nmi`` and ``f1``: k-means (faiss, ``KMEANS_NITER`` iterations) of the query embeddings into as
-  many clusters as classes; NMI with the arithmetic normalisation and the pairwise F-measure of
+- ``nmi`` and ``f1``: k-means (faiss, converged or at most ``KMEANS_WORK`` of training, see
+  :func:`kmeans_clusters`) of the query embeddings into as many clusters as classes; NMI with the arithmetic normalisation and the pairwise F-measure of
   Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding" (CVPR 2016), Sec. 5.
 
-Cost. One blocked pass over the similarity matrix (only its upper triangle when the queries are
-the references: a block serves its transpose too) computes, per block, the k nearest neighbours
-(faiss C++ heaps, the ones behind ``IndexFlatIP.search``) and, for the rank metrics, how many
-negatives are at least as similar as each positive; the similarity of each pair is computed once
-for all metrics. A block and its transpose are processed by two threads. Memory stays at a few
-blocks of ``BLOCK_SIZE`` x ``BLOCK_SIZE``. ``benchmarks/eval_speed.py`` measures it at SOP scale.
+Cost. Every retrieval metric comes from the rank of each query's positives (same-class
+references): ``recall@K`` from the list position of the first, ``precision@k`` from those of the
+first k, the rank metrics from all ranks, so no neighbour list is kept (Recall@1000 costs what
+Recall@1 does). A rank is a count: the negatives at least as similar as the positive (for the list
+position: more similar, or as similar and of smaller index), plus the positives before it. One pass
+over the similarity matrix counts them block by block (only the upper triangle when the queries are
+the references: a block counts for its rows, and column-wise for its columns), the blocks shared out
+to ``faiss.omp_get_max_threads()`` workers, each with single-threaded BLAS. The pass costs about the
+similarity matmul itself: half of the N^2 D multiply-adds of a faiss flat search, plus ~0.5 ns per
+pair and positive for the comparisons. Memory: two strips per worker and the (N, max positives)
+counts. ``benchmarks/eval_speed.py`` and ``benchmarks/peer/compare_eval.py`` measure it at SOP scale.
 """
 
 from __future__ import annotations
@@ -49,9 +54,9 @@ from typing import Iterable, NamedTuple
 import faiss
 import numpy as np
 from scipy.stats import rankdata
-from threadpoolctl import threadpool_limits
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
+from threadpoolctl import threadpool_limits
 
 ALL_METRICS = ("recall", "precision", "map", "map@r", "r_precision", "nmi", "f1")
 RANK_METRICS = ("map", "map@r", "r_precision")
@@ -62,13 +67,12 @@ RANK_METRICS = ("map", "map@r", "r_precision")
 BLOCK_SIZE = 2000
 STRIP_ROWS = 250
 
-# Lloyd iterations of the k-means behind NMI and F1. Each is one exact assignment of every query to
-# the nearest of C centroids (N x C x D multiply-adds): at SOP scale (60,502 x 11,316 x 512) about
-# 3 s on two CPU cores, so k-means (5 iterations + the final assignment) takes ~20 s of the ~57 s of
-# evaluate (benchmarks/eval_speed.py). pytorch-metric-learning uses 20 iterations; on synthetic
-# clusters (6,000 points, 1,120 classes, 128-D) 5 iterations gave NMI within 0.001 and F1 within
-# 0.004 of 20 iterations.
-KMEANS_NITER = 5
+# The k-means behind NMI and F1 (faiss, random initialisation, every point): at most KMEANS_NITER
+# Lloyd iterations (pytorch-metric-learning's 20; faiss stops earlier once converged), fewer when
+# training would cost more than KMEANS_WORK multiply-adds (one iteration at SOP scale):
+# kmeans_clusters has the measurements behind it.
+KMEANS_NITER = 20
+KMEANS_WORK = 4e11
 
 
 class Ranking(NamedTuple):
@@ -258,21 +262,48 @@ def kmeans_clusters(
     num_clusters: int,
     *,
     seed: int = 0,
-    niter: int = KMEANS_NITER,
+    niter: int | None = None,
     max_points_per_centroid: int | None = None,
     gpu: "faiss.StandardGpuResources | None" = None,
 ) -> np.ndarray:
     """Cluster ids of k-means (faiss, random initialisation) on float32 rows.
 
+    Each Lloyd iteration assigns the training points to the nearest of C centroids (N x C x D
+    multiply-adds), then every point is assigned to the final centroids once more. At SOP scale
+    (60,502 x 11,316 x 512: a faiss flat search's worth per assignment) the default is one iteration.
+    Measured there (``benchmarks/eval_speed.py --kmeans-study``; NMI / F1 / seconds on two shared,
+    heavily loaded cores):
+
+    ======================================  =========================  =========================
+    setting                                 random unit vectors        clustered (``--noise 1.5``)
+    ======================================  =========================  =========================
+    converged (faiss' early stop)           0.81183 / 0.00009 / 241    0.91812 / 0.49991 / 689
+    same, seed 1                            0.81187 / 0.00010 / 281
+    1 iteration (the default there)         0.81183 / 0.00009 / 122    0.91805 / 0.49953 / 125
+    2 iterations                            0.81183 / 0.00009 / 194    0.91809 / 0.49970 / 174
+    1 iteration, 1 point per centroid       0.81180 / 0.00010 / 66     0.91864 / 0.50129 / 65
+    1 iteration, 2 points per centroid      0.65530 / 0.00016 / 119
+    ======================================  =========================  =========================
+
+    One iteration stays within 0.0001 of converged at a half (random) to a fifth (clustered) of its
+    time. Training on one point per centroid (the centroids are then C random points) is cheaper
+    still and close at SOP's ~5 points per class, but cannot recover from two seeds in one class where
+    classes are large (CUB, Cars: converged k-means can). Subsamples of 2 or more points per centroid
+    give shorter centroids, means of few random points, that draw the unsampled points unevenly.
+
     Args:
         embeddings: (N, D) float32 rows.
         num_clusters: number of clusters.
         seed: faiss seed (initial centroids and subsample).
-        niter: most Lloyd iterations; faiss stops earlier once the objective stops decreasing.
+        niter: most Lloyd iterations; None: ``KMEANS_NITER``, fewer if training would cost more
+            than ``KMEANS_WORK`` multiply-adds (at least one).
         max_points_per_centroid: train on a random subsample of this many points per cluster
-            (None: every point); every point is assigned to the final centroids.
+            (None: every point).
         gpu: faiss GPU resources, or None for the CPU.
     """
+    if niter is None:
+        work = embeddings.shape[0] * num_clusters * embeddings.shape[1]
+        niter = int(np.clip(KMEANS_WORK // work, 1, KMEANS_NITER))
     kmeans = faiss.Kmeans(
         embeddings.shape[1],
         num_clusters,
