@@ -49,15 +49,15 @@ class LossSetup:
 LOSS_SETUPS: dict[str, LossSetup] = {
     "triplet": LossSetup(
         lambda: pml_losses.TripletMarginLoss(margin=0.2), None,
-        lambda: zoo_losses.get("triplet", miner="all", margin=0.2, squared=False, reduction="mean_nonzero"),
+        lambda: zoo_losses.TripletLoss(margin=0.2),
     ),
     "contrastive": LossSetup(
         lambda: pml_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=0.5), None,
-        lambda: zoo_losses.get("contrastive", pos_margin=0.0, neg_margin=0.5),
+        lambda: zoo_losses.ContrastiveLoss(pos_margin=0.0, neg_margin=0.5),
     ),
     "multi-similarity": LossSetup(
         pml_losses.MultiSimilarityLoss, pml_miners.MultiSimilarityMiner,
-        lambda: zoo_losses.get("multi-similarity", miner="multi-similarity"),
+        lambda: zoo_losses.MultiSimilarityLoss(miner="multi-similarity"),
     ),
 }
 
