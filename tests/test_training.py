@@ -31,7 +31,7 @@ def test_cli_train_prints_untrained_and_trained_metrics(tmp_path, capsys):
 def test_training_improves_map_at_r_and_nmi_on_unseen_classes(tmp_path):
     # Synthetic: 10 training classes transfer to the 10 unseen ones (digits' 5 classes barely do).
     config = TrainConfig(dataset="synthetic", epochs=4, steps_per_epoch=15, eval_every=4, freeze_batchnorm=True,
-                         hyperparameters={"miner": "random"}, run_dir=str(tmp_path / "run"))
+                         hyperparameters={"loss": "facenet-triplet", "miner": "random"}, run_dir=str(tmp_path / "run"))
     result = train(config)
     before, after = result["metrics_untrained"], result["metrics"]
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)

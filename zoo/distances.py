@@ -13,7 +13,6 @@ from typing import Any
 
 import tensorflow as tf
 
-from zoo import ops
 
 
 class Distance:
@@ -52,13 +51,24 @@ class Distance:
         return {"normalize_embeddings": self.normalize_embeddings}
 
 
+def squared_differences(query: tf.Tensor, reference: tf.Tensor) -> tf.Tensor:
+    """(N, M) ``||x_i - y_j||^2`` summed from the differences, not expanded as ``x^2 - 2 x.y + y^2``.
+
+    The expansion loses the digits of close embeddings (an untrained net maps everything close
+    together), and the losses' gradients then differ with the batch layout (1 or 2 replicas).
+    Costs an (N, M, D) intermediate; for a very large cross-batch memory prefer ``"cosine"``.
+    """
+    return tf.reduce_sum(tf.square(query[:, None, :] - reference[None, :, :]), axis=-1)
+
+
 class EuclideanDistance(Distance):
     """L2 distance ``||x - y||`` (PML's ``LpDistance(p=2)``), with a finite gradient at 0."""
 
     name = "euclidean"
 
     def matrix(self, query, reference):
-        return ops.pairwise_distances(query, reference)
+        d2 = squared_differences(query, reference)
+        return tf.where(d2 > 0.0, tf.sqrt(tf.maximum(d2, 1e-12)), tf.zeros_like(d2))
 
     def rowwise(self, x, y):
         return tf.sqrt(tf.reduce_sum(tf.square(x - y), axis=-1) + 1e-12)
@@ -70,7 +80,7 @@ class SquaredEuclideanDistance(Distance):
     name = "squared-euclidean"
 
     def matrix(self, query, reference):
-        return ops.pairwise_squared_distances(query, reference)
+        return squared_differences(query, reference)
 
     def rowwise(self, x, y):
         return tf.reduce_sum(tf.square(x - y), axis=-1)
