@@ -78,3 +78,25 @@ def test_bad_backbone_arguments_are_named():
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         build_embedding_net("resnet50", input_size=32, weights="missing.h5")
     assert set(backbones.BACKBONES) == {"inception_v3", "resnet50", "small_cnn", "tiny_cnn"}
+
+
+def test_small_cnn_takes_the_zoos_pretrained_glyphs_backbone(tmp_path, monkeypatch):
+    pretrained = build_embedding_net("small_cnn", embedding_dim=16, input_size=32, weights="glyphs")
+    scratch = build_embedding_net("small_cnn", embedding_dim=16, input_size=32, weights=None)
+    loaded = backbones.backbone_part(pretrained).get_weights()
+    assert len(loaded) == 4 + 4 * 4  # 4 conv kernels, 4 BN x (scale, offset, moving mean, moving variance)
+    assert not any(np.array_equal(a, b) for a, b in zip(loaded, backbones.backbone_part(scratch).get_weights())
+                   if a.ndim == 4)
+    # the file's values, whatever the head: load it into a fresh backbone by hand
+    fresh = backbones.backbone_part(build_embedding_net("small_cnn", embedding_dim=8, input_size=32, weights=None))
+    fresh.load_weights(backbones.pretrained_backbone_file("small_cnn", "glyphs"))
+    for a, b in zip(fresh.get_weights(), loaded):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"small_cnn has no pretrained weights 'imagenet'; available: \['glyphs'\]"):
+        build_embedding_net("small_cnn", weights="imagenet")
+    corrupt = tmp_path / "small_cnn_glyphs.weights.h5"
+    corrupt.write_bytes(b"not weights")
+    monkeypatch.setattr(backbones, "BACKBONE_WEIGHTS_DIR", tmp_path)
+    with pytest.raises(OSError, match="small_cnn_glyphs.weights.h5 has sha256 .* the file is corrupt"):
+        build_embedding_net("small_cnn", weights="glyphs")
+
