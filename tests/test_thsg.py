@@ -151,6 +151,19 @@ def test_softmax_reconstruction_and_generator_loss_hand_values():
 
 
 # ---- sub-steps ---------------------------------------------------------------------------------------
+def test_generator2_maps_the_triplet_so_the_negative_depends_on_the_anchor():
+    """Sec. 5.4: G2 sees n with the pair {a', p'}; changing a' alone moves n̂ (a per-vector G2 leaves it)."""
+    model = _model()
+    rng = np.random.default_rng(1)
+    a, p, n = (tf.math.l2_normalize(tf.constant(rng.normal(size=(6, 8)), tf.float32), axis=-1) for _ in range(3))
+    generated = model.generated_triplet(Triplet(a, p, n))
+    moved = model.generated_triplet(Triplet(-a, p, n))
+    assert [tuple(x.shape) for x in generated] == [(6, 8)] * 3
+    np.testing.assert_allclose(np.linalg.norm(generated.negative, axis=-1), 1.0, atol=1e-5)
+    assert float(tf.reduce_min(tf.norm(moved.negative - generated.negative, axis=-1))) > 0.1
+    np.testing.assert_allclose(model.generated_triplet(Triplet(a, p, n)).negative, generated.negative, atol=1e-6)
+
+
 def test_each_sub_step_changes_exactly_its_own_variables(batch):
     model = _model()
     real, labels = _real_triplets(model, *batch)
