@@ -27,7 +27,9 @@ LOG_NAMES = {"loss", "l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2
 
 
 def _model(**hyperparameters) -> THSG:
+    """A small THSG; without Algorithm 1's pre-training unless asked, so that a first step runs eq. (5)."""
     keras.utils.set_random_seed(0)
+    hyperparameters.setdefault("pretrain_epochs", 0)
     model = build_model("thsg", embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **hyperparameters)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
@@ -370,6 +372,7 @@ def test_paper_configs_build_unpublished_with_a_clear_warning(registered):
         model = zoo.load("thsg_cars196")
     assert isinstance(model, THSG)
     assert (model.num_classes, model.embedding_dim, model.input_size, model.phi) == (98, 512, 227, 0.25)
+    assert (model.pretrain_epochs, model.l2_weight_decay, model.classifier_optimizer.l2_weight_decay) == (1, 4e-4, 4e-4)
 
 
 def test_published_digits_weights_reproduce_their_card(registered):
