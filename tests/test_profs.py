@@ -392,7 +392,9 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     weights = max(np.abs(a - b).max() for a, b in zip(single[1], mirrored[1]))
     state = max(np.abs(a - b).max() for a, b in zip(single[2], mirrored[2]))
     print("loss", single[0], mirrored[0], "moved", moved, "weights", weights, "state", state)
-    assert moved > 1e-3 and weights < 1e-5 and state < 1e-5 and abs(single[0] - mirrored[0]) < 1e-5
+    # float32 reduction order across replicas: differences far below the step (a distribution bug, e.g. a
+    # wrong replica scaling, is of the order of the step itself)
+    assert moved > 1e-3 and weights < 1e-3 * moved and state < 1e-3 * moved and abs(single[0] - mirrored[0]) < 1e-5
     """
 )
 
