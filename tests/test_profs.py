@@ -18,6 +18,8 @@ from zoo.methods import build_model
 from zoo.methods import profs
 from zoo.methods.profs import ProfsModel, ProfsSampler, hard_negative_classes, profs_pipeline, projection_length
 from zoo.metrics import evaluate
+from zoo.optimizers import PaperAdam
+from zoo.training import config_from_preset
 
 from learning import fit_and_measure
 
@@ -335,8 +337,26 @@ def test_presets_build_their_models():
     for preset in profs.PRESETS:
         model = tiny_model(**preset["hyperparameters"])
         assert isinstance(model.metric_loss, losses.TripletLoss) and model.hard_negative_class_mining
+    assert isinstance(tiny_model().metric_loss, losses.ContrastiveLoss)  # the default base loss learns from scratch
     lrs = {p["dataset"]: p["training"]["learning_rate"] for p in profs.PRESETS}
     assert lrs == {"digits": 1e-4, "cub200": 1e-5, "cars196": 1e-5, "sop": 1e-4}  # Sec. 5.2
+
+
+
+def test_paper_presets_run_section_5_2_adam_with_a_10x_learning_rate_on_the_new_layer():
+    """beta_2 = .99 and the 10x rate of the new embedding layer reach F's optimizer; on the first Adam step
+    every weight with a gradient moves by about lr (g / |g|), the layer "embedding" by 10 lr."""
+    for name in ("profs_cub200", "profs_cars196", "profs_sop"):
+        assert config_from_preset(name).optimizer == profs.PAPER_OPTIMIZER
+    model = tiny_model()
+    model.compile(optimizer=PaperAdam(1e-3, **profs.PAPER_OPTIMIZER))
+    assert model.optimizer.beta_2 == 0.99
+    before = {v.path: np.array(v) for v in model.trainable_variables}
+    one_step(model, profs_batch())
+    moved = {v.path: float(np.max(np.abs(np.array(v) - before[v.path]))) for v in model.trainable_variables}
+    assert moved.pop("embedding/kernel") == pytest.approx(1e-2, rel=1e-3)
+    assert moved.pop("embedding/bias") == pytest.approx(1e-2, rel=1e-3)
+    assert moved and all(m == pytest.approx(1e-3, rel=1e-3) for m in moved.values()), moved
 
 
 _MIRRORED_SCRIPT = textwrap.dedent(
@@ -374,7 +394,9 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     weights = max(np.abs(a - b).max() for a, b in zip(single[1], mirrored[1]))
     state = max(np.abs(a - b).max() for a, b in zip(single[2], mirrored[2]))
     print("loss", single[0], mirrored[0], "moved", moved, "weights", weights, "state", state)
-    assert moved > 1e-3 and weights < 1e-5 and state < 1e-5 and abs(single[0] - mirrored[0]) < 1e-5
+    # float32 reduction order across replicas: differences far below the step (a distribution bug, e.g. a
+    # wrong replica scaling, is of the order of the step itself)
+    assert moved > 1e-3 and weights < 1e-3 * moved and state < 1e-3 * moved and abs(single[0] - mirrored[0]) < 1e-5
     """
 )
 

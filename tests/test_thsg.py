@@ -28,7 +28,9 @@ LOG_NAMES = {"loss", "l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2
 
 
 def _model(**hyperparameters) -> THSG:
+    """A small THSG; without Algorithm 1's pre-training unless asked, so that a first step runs eq. (5)."""
     keras.utils.set_random_seed(0)
+    hyperparameters.setdefault("pretrain_epochs", 0)
     model = build_model("thsg", embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **hyperparameters)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
@@ -152,6 +154,19 @@ def test_softmax_reconstruction_and_generator_loss_hand_values():
 
 
 # ---- sub-steps ---------------------------------------------------------------------------------------
+def test_generator2_maps_the_triplet_so_the_negative_depends_on_the_anchor():
+    """Sec. 5.4: G2 sees n with the pair {a', p'}; changing a' alone moves n̂ (a per-vector G2 leaves it)."""
+    model = _model()
+    rng = np.random.default_rng(1)
+    a, p, n = (tf.math.l2_normalize(tf.constant(rng.normal(size=(6, 8)), tf.float32), axis=-1) for _ in range(3))
+    generated = model.generated_triplet(Triplet(a, p, n))
+    moved = model.generated_triplet(Triplet(-a, p, n))
+    assert [tuple(x.shape) for x in generated] == [(6, 8)] * 3
+    np.testing.assert_allclose(np.linalg.norm(generated.negative, axis=-1), 1.0, atol=1e-5)
+    assert float(tf.reduce_min(tf.norm(moved.negative - generated.negative, axis=-1))) > 0.1
+    np.testing.assert_allclose(model.generated_triplet(Triplet(a, p, n)).negative, generated.negative, atol=1e-6)
+
+
 def test_each_sub_step_changes_exactly_its_own_variables(batch):
     model = _model()
     real, labels = _real_triplets(model, *batch)
@@ -345,7 +360,9 @@ def test_presets_carry_table2_and_section_6_protocols():
             table2 = {"alpha": 0.2, "gamma": 0.8, "eta": 0.3, "beta": 0.5, "mu": 0.3, "phi": value}
             assert {k: entry["hyperparameters"][k] for k in table2} == table2
             assert entry["training"]["classes_per_batch"] * entry["training"]["images_per_class"] == 128
-            assert entry["training"]["learning_rate"] == 1e-5 and entry["training"]["weight_decay"] == 4e-4
+            assert entry["training"]["learning_rate"] == 1e-5
+            assert entry["training"]["optimizer"] == {"l2_weight_decay": 4e-4}  # PyTorch's coupled decay
+            assert entry["hyperparameters"]["pretrain_epochs"] >= 1  # Algorithm 1, line 2
         assert presets[f"thsg_{dataset}"]["backbone"] == "inception_v3"
         assert (presets[f"thsg_{dataset}"]["embedding_dim"], presets[f"thsg_{dataset}"]["input_size"]) == (512, 227)
         resnet = presets[f"thsg_{dataset}_resnet50"]
@@ -367,6 +384,7 @@ def test_paper_configs_build_unpublished_with_a_clear_warning(registered):
     model = zoo.build("thsg_cars196", backbone_weights=None)
     assert isinstance(model, THSG)
     assert (model.num_classes, model.embedding_dim, model.input_size, model.phi) == (98, 512, 227, 0.25)
+    assert (model.pretrain_epochs, model.l2_weight_decay, model.classifier_optimizer.l2_weight_decay) == (1, 4e-4, 4e-4)
 
 
 def test_published_digits_weights_reproduce_their_card(registered):

@@ -8,8 +8,9 @@
 The presets follow Sec. 5.2: InceptionV3 (the zoo's GoogLeNet stand-in), 512-d embedding, 224 px
 crops, Adam with lr 1e-4 (SOP) or 1e-5 (CUB-200, CARS196), batches of 128 = 64 classes x I = 2
 images (the representative and one example), 100 epochs, evaluated every epoch so that the best
-epoch can be reported; lambda = 1e-3, rho = 6. Not reproduced: the paper's 10x learning rate on
-the embedding layer and Adam's beta_2 = 0.99 (the zoo's trainer uses one Adam with beta_2 = 0.999).
+epoch can be reported; lambda = 1e-3, rho = 6; Adam's beta_2 = 0.99 and a 10x learning rate on the
+new embedding layer (``profs.PAPER_OPTIMIZER``, through ``zoo.optimizers.PaperAdam``). Without a
+preset the base loss is contrastive (C-PROFS): the semi-hard triplet loss collapses from scratch.
 """
 
 import argparse

@@ -53,6 +53,7 @@ from zoo.methods import build_model
 from zoo.names import METHOD_NAMES
 from zoo.metrics import evaluate
 from zoo.monitor import TrainingDiverged
+from zoo.optimizers import PaperAdam
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 # Recall@K reported by the papers per benchmark (CUB/Cars: 1, 2, 4, 8; SOP: powers of 10; In-Shop: 1-50).
@@ -84,7 +85,8 @@ class TrainConfig:
     augmentation: str = "resize_crop"  # or "random_resized_crop" (zoo.data.pipeline.AUGMENTATIONS)
     crop_scale: tuple[float, float] = (0.16, 1.0)
     learning_rate: float = 1e-3
-    weight_decay: float | None = None
+    weight_decay: float | None = None  # Keras's decoupled decay (AdamW)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # more PaperAdam options: l2_weight_decay, beta_2, ...
     eval_every: int = 5
     eval_batch_size: int = 128
     recall_ks: tuple[int, ...] | None = None  # None: the dataset's usual Ks (RECALL_KS)
@@ -159,7 +161,7 @@ def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:
         num_classes=num_classes,
         **config.hyperparameters,
     )
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, weight_decay=config.weight_decay))
+    model.compile(optimizer=PaperAdam(config.learning_rate, weight_decay=config.weight_decay, **config.optimizer))
     return model
 
 
