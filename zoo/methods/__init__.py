@@ -53,6 +53,22 @@ GLYPHS_TRAINING: dict[str, Any] = {
     "crop_scale": (0.7, 1.0),
 }
 
+
+
+def glyphs_preset(method: str, paper: str, hyperparameters: dict[str, Any], **training: Any) -> dict[str, Any]:
+    """The ``<method>_glyphs`` registry entry: :data:`GLYPHS_PROTOCOL` and :data:`GLYPHS_TRAINING` (``training``
+    overrides it), trained and published by ``zoo train --method <method> --publish <method>_glyphs``."""
+    return {
+        "name": f"{method}_glyphs",
+        "method": method,
+        "paper": paper,
+        **GLYPHS_PROTOCOL,
+        "hyperparameters": dict(hyperparameters),
+        "training": {**GLYPHS_TRAINING, **training},
+        "command": f"zoo train --method {method} --publish {method}_glyphs",
+    }
+
+
 # Losses built with the number of training classes (given by name in a method's hyperparameters):
 # those whose class declares ``needs_num_classes`` (the proxy and classifier losses).
 CLASS_AWARE_LOSSES: tuple[str, ...] = losses.CLASS_AWARE_LOSSES

@@ -69,7 +69,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
 from zoo.methods.metric_model import MetricModel
 from zoo.optimizers import PaperAdam
 
@@ -548,6 +548,8 @@ PRESETS: list[dict[str, Any]] = [
                      "optimizer": _PAPER_OPTIMIZER, "eval_every": 4},
         "command": "python training_scripts/thsg.py --dataset digits --publish thsg_digits",
     },
+    # The first of the 2 epochs pre-trains F (Algorithm 1, line 2); Table 2's CUB-200 row.
+    glyphs_preset("thsg", _PAPER, {**_TABLE2["cub200"], **_PRETRAIN}, optimizer=_PAPER_OPTIMIZER),
     *(  # Sec. 6.2: GoogLeNet, 512-d, 227 px (InceptionV3 here)
         {
             "name": f"thsg_{dataset}",

@@ -9,7 +9,7 @@ configs use the shared benchmark protocol of the zoo's papers (InceptionV3, 512-
 
 from __future__ import annotations
 
-from zoo.methods import DIGITS_PROTOCOL, GLYPHS_PROTOCOL, GLYPHS_TRAINING
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset
 
 # Digits (5 training classes, 900 images): the net separates them within a few dozen steps and
 # then overfits; frozen BatchNorm, a low rate and 30 steps keep the small gain on digits 5-9.
@@ -30,15 +30,7 @@ PRESETS = [
         "training": _DIGITS_TRAINING,
         "command": "zoo train --method triplet --dataset digits --publish triplet_digits",
     },
-    {
-        "name": "triplet_glyphs",
-        "method": "triplet",
-        "paper": _PAPER,
-        **GLYPHS_PROTOCOL,
-        "hyperparameters": {**_HYPERPARAMETERS},
-        "training": GLYPHS_TRAINING,
-        "command": "zoo train --publish triplet_glyphs",
-    },
+    glyphs_preset("triplet", _PAPER, _HYPERPARAMETERS),  # the README's main job: `zoo train` with no flags
     *(
         {
             "name": f"triplet_{dataset}",
