@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zoo.methods import METHODS
+
 SCRIPTS = Path(__file__).parent / "distributed"
 
 
-@pytest.mark.parametrize("method", ["triplet", "thsg", "topk", "amdaml", "htg"])  # PROFS: tests/test_profs.py
+# Every registered method; PROFS, whose batches carry representative flags, in tests/test_profs.py.
+@pytest.mark.parametrize("method", [m for m in sorted(METHODS) if m != "profs"])
 def test_two_replicas_give_the_weights_of_one(method):
     run = subprocess.run(
         [sys.executable, str(SCRIPTS / "one_vs_two_replicas.py"), method], capture_output=True, text=True, timeout=300

@@ -18,9 +18,10 @@ from zoo.data import load_dataset
 from zoo.export import export_saved_model, load_saved_model
 from zoo.methods import METHODS, build_model
 
+from distributed.steps import ACTIVE
+
 NUM_CLASSES = 4
-# Hyperparameters that make every part of a step run within a few steps (AMDAML: no pre-training phase).
-ACTIVE = {"amdaml": {"pretrain_steps": 0}, "topk": {"batch_size": 16}}
+SMALL_BATCHES = {"topk": {"batch_size": 16}}  # top-k's own sampler: 16 images of the 4-class set
 
 
 def optimizers(model: keras.Model) -> dict[str, keras.optimizers.Optimizer]:
@@ -34,7 +35,7 @@ def stepped(request):
     """A method's model before and after 3 steps on its own batches of a 4-class set."""
     method = request.param
     keras.utils.set_random_seed(0)
-    model = build_model(method, embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **ACTIVE.get(method, {}))
+    model = build_model(method, embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **ACTIVE.get(method, {}), **SMALL_BATCHES.get(method, {}))
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     image_set = load_dataset("synthetic", "train", num_classes=2 * NUM_CLASSES, images_per_class=6, image_size=16)
     dataset = model.make_train_dataset(image_set, 16, classes_per_batch=NUM_CLASSES, images_per_class=4, seed=0)

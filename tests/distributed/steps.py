@@ -10,8 +10,8 @@ import tensorflow as tf
 from zoo.methods import build_model
 
 GLOBAL_BATCH = 16
-# Settings that make every part of a method's step run in the two steps (AMDAML: no pre-training phase).
-ACTIVE = {"amdaml": {"pretrain_steps": 0}}
+# Settings that make every part of a method's step run from the first step (no pre-training phase).
+ACTIVE = {"amdaml": {"pretrain_steps": 0}, "thsg": {"pretrain_epochs": 0}}
 
 
 def initial_weights(method: str) -> list[np.ndarray]:
