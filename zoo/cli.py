@@ -18,6 +18,7 @@ TensorFlow is imported only by the command that needs it: ``zoo --help`` answers
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -194,6 +195,8 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # TensorFlow's C++ start-up lines (no CUDA driver, CPU features) are noise on a console; TF_CPP_MIN_LOG_LEVEL=0 shows them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = sys.argv[1:] if argv is None else list(argv)
     positional = [word for word in argv if not word.startswith("-")]
     args = build_parser(train_arguments=positional[:1] == ["train"]).parse_args(argv)
