@@ -347,7 +347,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     ]
     steps = train_set.steps_per_epoch(batch_size) if config.steps_per_epoch is None else config.steps_per_epoch
     try:
-        model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+        model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps, shuffle=False,
                   callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
     except TrainingDiverged as error:
         backups = backup.backups()
