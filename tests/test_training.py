@@ -83,3 +83,14 @@ def test_recall_ks_follow_the_benchmark_protocol():
     add_train_arguments(parser)
     config = config_from_args(parser.parse_args(["--method", "triplet", "--dataset", "inshop"]))
     assert config.recall_ks == (1, 10, 20, 30, 40, 50)
+
+
+def test_the_recorded_command_names_no_machines_path():
+    from pathlib import Path
+
+    from zoo.training import command_line
+
+    assert command_line(["/home/me/.venv/bin/zoo", "train", "--publish", "a b"]) == "zoo train --publish 'a b'"
+    script = str(Path.cwd() / "training_scripts" / "thsg.py")
+    assert command_line([script, "--dataset", "digits"]) == "python training_scripts/thsg.py --dataset digits"
+

@@ -411,6 +411,18 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
                         help="with --publish: publish even when MAP@R is below the untrained model's")
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as a user would type it again: the console script by name, a script relative to the current
+    folder (no machine's absolute path in a card)."""
+    program = Path(argv[0])
+    if program.name in ("zoo", "__main__.py"):
+        program = Path("zoo")
+    elif program.is_absolute() and program.is_relative_to(Path.cwd()):
+        program = program.relative_to(Path.cwd())
+    words = ["python", str(program)] if program.suffix == ".py" else [str(program)]
+    return " ".join(map(shlex.quote, [*words, *argv[1:]]))
+
+
 def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> TrainConfig:
     """Preset (``--preset`` or ``<method>_<dataset>``) overridden by the flags that were given."""
     method = method or args.method
@@ -419,7 +431,7 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
     if args.preset and not has_preset:
         registry.get_entry(args.preset)  # raises with close-name suggestions
     config = config_from_preset(preset) if has_preset else TrainConfig(method=method, run_dir=f"runs/{preset}")
-    overrides: dict[str, Any] = {"dataset": args.dataset, "command": " ".join(map(shlex.quote, sys.argv))}
+    overrides: dict[str, Any] = {"dataset": args.dataset, "command": command_line(sys.argv)}
     if args.dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
     for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "embedding_dim", "input_size",
