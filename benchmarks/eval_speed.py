@@ -82,15 +82,20 @@ def kmeans_study(x: np.ndarray, labels: np.ndarray) -> list[dict]:
     return rows
 
 
+def evaluate_sop(
+    x: np.ndarray, labels: np.ndarray, retrieval_only: bool = False, use_gpu: bool = False
+) -> tuple[dict, float]:
+    """``evaluate`` at the SOP protocol, every metric (or all but NMI and F1): (results, seconds)."""
+    names = [name for name in metrics.ALL_METRICS if not (retrieval_only and name in ("nmi", "f1"))]
+    return timed(metrics.evaluate, x, labels, recall_ks=SOP_RECALL_KS, metrics=names, use_gpu=use_gpu)
+
+
 def evaluate_parts(x: np.ndarray, labels: np.ndarray, use_gpu: bool) -> dict:
     """Seconds of ``evaluate`` (SOP protocol, every metric), of its retrieval half and of its k-means."""
-    results, total = timed(metrics.evaluate, x, labels, recall_ks=SOP_RECALL_KS, use_gpu=use_gpu)
+    results, total = evaluate_sop(x, labels, use_gpu=use_gpu)
     report = {"evaluate_s": total, "peak_rss_mb_after_evaluate": peak_rss_mb(), "metrics": results}
-    retrieval = [name for name in metrics.ALL_METRICS if name not in ("nmi", "f1")]
-    _, report["retrieval_s"] = timed(
-        metrics.evaluate, x, labels, recall_ks=SOP_RECALL_KS, metrics=retrieval, use_gpu=use_gpu
-    )
-    _, report["kmeans_s"] = timed(metrics.evaluate, x, labels, metrics=("nmi", "f1"), use_gpu=use_gpu)
+    report["retrieval_s"] = evaluate_sop(x, labels, retrieval_only=True, use_gpu=use_gpu)[1]
+    report["kmeans_s"] = timed(metrics.evaluate, x, labels, metrics=("nmi", "f1"), use_gpu=use_gpu)[1]
     return report
 
 

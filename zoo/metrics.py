@@ -26,7 +26,7 @@ Metrics (keys of :func:`evaluate`):
   M_i relevant images (standard AP), which is the reading used here.
 - ``map@r`` and ``r_precision``: Musgrave et al., "A Metric Learning Reality Check" (ECCV 2020),
   Sec. 3.2, with R = number of other same-class references.
-- ``nmi`` and ``f1``: k-means (faiss, converged or at most ``KMEANS_WORK`` of training, see
+- ``nmi`` and ``f1``: k-means (faiss; converged, or one iteration where classes are small, see
   :func:`kmeans_clusters`) of the query embeddings into as many clusters as classes; NMI with the arithmetic normalisation and the pairwise F-measure of
   Song et al., "Deep Metric Learning via Lifted Structured Feature Embedding" (CVPR 2016), Sec. 5.
 
@@ -38,8 +38,8 @@ position: more similar, or as similar and of smaller index), plus the positives 
 over the similarity matrix counts them block by block (only the upper triangle when the queries are
 the references: a block counts for its rows, and column-wise for its columns), the blocks shared out
 to ``faiss.omp_get_max_threads()`` workers, each with single-threaded BLAS. The pass costs about the
-similarity matmul itself: half of the N^2 D multiply-adds of a faiss flat search, plus ~0.5 ns per
-pair and positive for the comparisons. Memory: two strips per worker and the (N, max positives)
+similarity matmul itself: half of the N^2 D multiply-adds of a faiss flat search, plus one
+comparison per pair and positive (two for the positives that recall and precision place). Memory: two strips per worker and the (N, max positives)
 counts. ``benchmarks/eval_speed.py`` and ``benchmarks/peer/compare_eval.py`` measure it at SOP scale.
 """
 
@@ -67,12 +67,12 @@ RANK_METRICS = ("map", "map@r", "r_precision")
 BLOCK_SIZE = 2000
 STRIP_ROWS = 250
 
-# The k-means behind NMI and F1 (faiss, random initialisation, every point): at most KMEANS_NITER
-# Lloyd iterations (pytorch-metric-learning's 20; faiss stops earlier once converged), fewer when
-# training would cost more than KMEANS_WORK multiply-adds (one iteration at SOP scale):
-# kmeans_clusters has the measurements behind it.
+# The k-means behind NMI and F1 (faiss, random initialisation, every point): KMEANS_NITER Lloyd
+# iterations (pytorch-metric-learning's 20; faiss stops earlier once converged), one where the
+# classes average at most KMEANS_FEW_POINTS points (SOP ~5.35, In-Shop ~3.6): kmeans_clusters has
+# the measurements behind it.
 KMEANS_NITER = 20
-KMEANS_WORK = 4e11
+KMEANS_FEW_POINTS = 8
 
 
 class Ranking(NamedTuple):
@@ -270,8 +270,8 @@ def kmeans_clusters(
 
     Each Lloyd iteration assigns the training points to the nearest of C centroids (N x C x D
     multiply-adds), then every point is assigned to the final centroids once more. At SOP scale
-    (60,502 x 11,316 x 512: a faiss flat search's worth per assignment) the default is one iteration.
-    Measured there (``benchmarks/eval_speed.py --kmeans-study``; NMI / F1 / seconds on two shared,
+    (60,502 x 11,316 x 512: a faiss flat search's worth per assignment; ~5.35 points per cluster) the
+    default is one iteration. Measured there (``benchmarks/eval_speed.py --kmeans-study``; NMI / F1 / seconds on two shared,
     heavily loaded cores):
 
     ======================================  =========================  =========================
@@ -285,8 +285,8 @@ def kmeans_clusters(
     1 iteration, 2 points per centroid      0.65530 / 0.00016 / 119
     ======================================  =========================  =========================
 
-    One iteration stays within 0.0001 of converged at a half (random) to a fifth (clustered) of its
-    time. Training on one point per centroid (the centroids are then C random points) is cheaper
+    With so few points per cluster, Lloyd iterations barely move the centroids: one stays within
+    0.0001 of converged at a half (random) to a fifth (clustered) of its time. Training on one point per centroid (the centroids are then C random points) is cheaper
     still and close at SOP's ~5 points per class, but cannot recover from two seeds in one class where
     classes are large (CUB, Cars: converged k-means can). Subsamples of 2 or more points per centroid
     give shorter centroids, means of few random points, that draw the unsampled points unevenly.
@@ -295,15 +295,14 @@ def kmeans_clusters(
         embeddings: (N, D) float32 rows.
         num_clusters: number of clusters.
         seed: faiss seed (initial centroids and subsample).
-        niter: most Lloyd iterations; None: ``KMEANS_NITER``, fewer if training would cost more
-            than ``KMEANS_WORK`` multiply-adds (at least one).
+        niter: most Lloyd iterations; None: ``KMEANS_NITER``, or 1 if there are at most
+            ``KMEANS_FEW_POINTS`` points per cluster.
         max_points_per_centroid: train on a random subsample of this many points per cluster
             (None: every point).
         gpu: faiss GPU resources, or None for the CPU.
     """
     if niter is None:
-        work = embeddings.shape[0] * num_clusters * embeddings.shape[1]
-        niter = int(np.clip(KMEANS_WORK // work, 1, KMEANS_NITER))
+        niter = 1 if len(embeddings) <= KMEANS_FEW_POINTS * num_clusters else KMEANS_NITER
     kmeans = faiss.Kmeans(
         embeddings.shape[1],
         num_clusters,
