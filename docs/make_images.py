@@ -1,6 +1,7 @@
 """Regenerate the README's "See it" section: the pictures of triplet_digits and the registry table.
 
     python docs/make_images.py
+    python docs/make_images.py --remeasure     # first measure every published card again (after a metrics change)
 
 Runs the ``zoo show`` command the README quotes (retrieval grid and embedding map into
 ``docs/images/``), then replaces the README's table between the registry-table markers with
@@ -21,6 +22,12 @@ START, END = "<!-- registry-table:start -->", "<!-- registry-table:end -->"
 
 def main() -> int:
     os.chdir(ROOT)  # the paths of SHOW are the README's, relative to the repository
+    if "--remeasure" in sys.argv[1:]:
+        from zoo import registry
+        from zoo.training import remeasure_published
+
+        for name in registry.list_models(pretrained=True):
+            print(name, "MAP@R", remeasure_published(name)["metrics"]["map@r"])
     code = cli.main(SHOW)
     if code:
         return code

@@ -363,6 +363,27 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
             "run_dir": str(run_dir)}
 
 
+def remeasure_published(name: str) -> dict[str, dict[str, float]]:
+    """Measure published entry ``name`` again with the current evaluation code, its weights unchanged, and rewrite
+    the metrics of its card (after a change to ``zoo.metrics``); returns the new ``metrics`` and ``metrics_untrained``.
+
+    The untrained model is the one :func:`train` measured: the preset's configuration built after the same seed.
+    """
+    config = config_from_preset(name)
+    keras.utils.set_random_seed(config.seed)
+    train_set = load_dataset(config.dataset, "train", config.data_dir)
+    queries, gallery = evaluation_sets(config)
+    measured = {
+        "metrics": measure(registry.load(name), queries, gallery, config),
+        "metrics_untrained": measure(build_and_compile(config, train_set.num_classes), queries, gallery, config),
+    }
+    card_file = registry.card_path(name)
+    card = json.loads(card_file.read_text())
+    card.update({key: {k: round(float(v), 4) for k, v in values.items()} for key, values in measured.items()})
+    _write_atomically(card_file, lambda partial: partial.write_text(json.dumps(card, indent=2) + "\n"))
+    return measured
+
+
 # ---- presets and command lines ---------------------------------------------------------------
 _PRESET_FIELDS = ("method", "dataset", "backbone", "backbone_weights", "freeze_batchnorm", "embedding_dim", "input_size")
 
