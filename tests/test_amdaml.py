@@ -22,7 +22,7 @@ from zoo.metrics import evaluate
 
 from learning import fit_and_measure
 
-LOG_NAMES = {"loss", "l_pc", "l_r", "l_adv", "t_up", "t_down", "theta"}
+LOG_NAMES = {"loss", "l_pc", "l_r", "l_adv", "adversarial_pc", "adversarial_d2", "t_up", "t_down", "theta"}
 
 
 def _model(optimizer=None, **hyperparameters) -> AMDAML:
@@ -99,6 +99,8 @@ def test_bad_margin_slopes_are_refused(alpha, beta, message):
         ({"lambda2": -1.0}, "lambda2 >= 0"),
         ({"epsilon": -0.1}, "epsilon >= 0"),
         ({"pretrain_steps": -1}, "pretrain_steps"),
+        ({"target": "positive"}, "target must be one of"),
+        ({"theta_max": 0.0}, "theta_max"),
     ],
 )
 def test_bad_weights_are_refused(hyperparameters, message):
@@ -143,15 +145,57 @@ def test_thresholds_carry_no_gradient():
 
 
 def test_closeness_and_the_mixup_generator():
-    # (1 - theta)^2 + lambda1 theta^2 is smallest at theta = 1 / (1 + lambda1)
+    # "negative": theta^2 + lambda1 (1 - theta)^2, smallest at lambda1 / (1 + lambda1) = 0.0909;
+    # "sample" (DAML's roles): (1 - theta)^2 + lambda1 theta^2, smallest at 1 / (1 + lambda1) = 0.909
     thetas = tf.linspace(0.0, 1.0, 1001)
-    assert float(thetas[int(tf.argmin(amdaml.closeness(thetas, 0.1)))]) == pytest.approx(1 / 1.1, abs=1e-3)
+    for anchor_weight, optimum in (("negative", 0.1 / 1.1), ("sample", 1 / 1.1)):
+        values = amdaml.closeness(thetas, 0.1, anchor_weight)
+        assert float(thetas[int(tf.argmin(values))]) == pytest.approx(optimum, abs=1e-3)
+    assert float(amdaml.closeness(0.25, 0.1, "negative")) == pytest.approx(0.0625 + 0.1 * 0.5625)
     generator = amdaml.MixupNegativeGenerator()
     samples, negatives = tf.fill([2, 3], 10.0), tf.fill([2, 3], 30.0)
     assert float(generator.theta) == pytest.approx(0.5)
     np.testing.assert_allclose(generator(samples, negatives).numpy(), 20.0)
     generator.theta_logit.assign(math.log(0.8 / 0.2))
     np.testing.assert_allclose(generator(samples, negatives).numpy(), 0.8 * 10 + 0.2 * 30, rtol=1e-6)
+    capped = amdaml.MixupNegativeGenerator(theta_max=0.5)
+    capped.theta_logit.assign(20.0)  # theta -> theta_max: x^ stays at least half the negative
+    assert float(capped.theta) == pytest.approx(0.5)
+    np.testing.assert_allclose(capped(samples, negatives).numpy(), 20.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="theta_max"):
+        amdaml.MixupNegativeGenerator(theta_max=1.5)
+
+
+def test_adversarial_pair_hinges_hand_values():
+    d2 = tf.constant([0.05, 0.5, 1.5])  # T_up = 0.1, T_down = 1
+    negative = amdaml.adversarial_pair_hinges(d2, 0.25, 0.1, 1.0, "negative")
+    np.testing.assert_allclose(negative.numpy(), [0.95, 0.5, 0.0], atol=1e-6)
+    # mixup: 0.25 [d2 - 0.1]_+ + 0.75 [1 - d2]_+
+    mixup = amdaml.adversarial_pair_hinges(d2, 0.25, 0.1, 1.0, "mixup")
+    np.testing.assert_allclose(mixup.numpy(), [0.7125, 0.1 + 0.375, 0.35], atol=1e-6)
+
+
+def test_adversary_objectives_act_on_opposite_sides_of_the_margin():
+    """x^ = theta x+ + (1 - theta) x- in a space where d2(theta) = 4 (1 - theta)^2 and T_down = 1.
+
+    Outside the margin (theta < 0.5) only "hinge" has a gradient, and it raises theta; inside (theta > 0.5)
+    only "ascent" does, and it raises theta further. The closeness term alone lowers theta to 0.0909."""
+    def gradients(theta_value: float, adversary: str) -> tuple[float, float]:
+        theta = tf.Variable(theta_value)
+        with tf.GradientTape(persistent=True) as tape:
+            d2 = 4.0 * tf.square(1.0 - theta)[None]
+            hinges = amdaml.adversarial_pair_hinges(d2, theta, 0.1, 1.0)
+            objective = amdaml.adversary_objective(d2, hinges, 1.0, adversary)
+            near = amdaml.closeness(theta, 0.1)
+        return float(tape.gradient(objective, theta)), float(tape.gradient(near, theta))
+
+    # theta 0.25: d2 = 2.25, [d2 - 1]_+ = 1.25, d/dtheta = -8 (1 - theta) = -6
+    assert gradients(0.25, "hinge") == pytest.approx((-6.0, 0.5 - 0.2 * 0.75))
+    assert gradients(0.25, "ascent")[0] == 0.0
+    # theta 0.75: d2 = 0.25 inside the margin; -[1 - d2]_+ has d/dtheta = d(d2)/dtheta = -2
+    assert gradients(0.75, "hinge")[0] == 0.0
+    assert gradients(0.75, "ascent")[0] == pytest.approx(-2.0)
+    assert float(amdaml.adversary_objective(tf.constant([2.25]), tf.constant([0.0]), 1.0, "hinge")) == 1.25
 
 
 def test_partners_are_negatives_drawn_statelessly():
@@ -208,20 +252,33 @@ def _one_step(batch, optimizer, **hyperparameters) -> dict[str, float]:
     }
 
 
-def test_generator_ascends_l_pc_of_its_pairs(batch):
-    # F's learning rate 0. lambda1 = 3 puts the closeness optimum at theta = 0.25, below the initial 0.5:
-    # alone (lambda2 = 0) it lowers theta and L_PC(x+, x^); with lambda2 large the adversarial term wins.
-    low = _one_step(batch, keras.optimizers.SGD(0.0), lambda1=3.0, lambda2=0.0, generator_learning_rate=0.5)
-    high = _one_step(batch, keras.optimizers.SGD(0.0), lambda1=3.0, lambda2=1000.0, generator_learning_rate=0.005)
-    for step in (low, high):
-        assert not step["net_moved"]
-    assert low["theta"][1] < low["theta"][0] and low["adversarial_pc"][1] < low["adversarial_pc"][0], low
-    assert high["theta"][1] > high["theta"][0] and high["adversarial_pc"][1] > high["adversarial_pc"][0], high
+@pytest.mark.parametrize(
+    "readings, direction",
+    [
+        ({}, -1.0),                                                     # inside the margin: closeness lowers theta
+        ({"adversary": "ascent", "closeness": "sample", "theta_max": 1.0}, 1.0),  # the old reading: theta -> 1
+    ],
+)
+def test_generator_step_is_sgd_on_eps_l_adv_and_leaves_f_alone(batch, readings, direction):
+    # F's learning rate 0, the generator's 10: the step moves theta_g's logit by -10 d(eps L_adv)/dw, far
+    # above float32 resolution, and nothing else.
+    model = _model(optimizer=keras.optimizers.SGD(0.0), pretrain_steps=0, generator_learning_rate=10.0, **readings)
+    images, labels = tf.constant(batch[0]), tf.constant(batch[1])
+    logit = model.generator.theta_logit
+    with tf.GradientTape() as tape:
+        losses = model.batch_losses(images, labels, model.step_seed())
+    gradient = float(tape.gradient(losses["generator_loss"], logit))
+    assert float(losses["adversarial_d2"]) < float(losses["t_down"])  # the untrained net: x^ inside the margin
+    net_before, logit_before, theta_before = _weights(model.embedding_net.trainable_variables), float(logit), _theta(model)
+    model.train_on_batch(*batch)
+    assert not _changed(net_before, model.embedding_net.trainable_variables)
+    assert float(logit) - logit_before == pytest.approx(-10.0 * gradient, rel=1e-4)
+    assert direction * (_theta(model) - theta_before) > 1e-3, (theta_before, _theta(model))
 
 
 def test_metric_net_descends_l_pc_with_the_generator_fixed(batch):
     step = _one_step(batch, keras.optimizers.SGD(0.05), generator_learning_rate=0.0)
-    assert step["net_moved"] and step["theta"] == (0.5, 0.5)
+    assert step["net_moved"] and step["theta"][0] == step["theta"][1] == 0.25
     assert step["l_pc"][1] < step["l_pc"][0], step
     assert step["adversarial_pc"][1] < step["adversarial_pc"][0], step
 
@@ -236,16 +293,17 @@ def test_pretraining_leaves_out_the_generated_pairs_and_freezes_the_generator(ba
     assert float(with_generated["l_pc"]) != pytest.approx(plain, rel=1e-3)
     assert float(without["generator_loss"]) == 0.0
     logs = [model.train_on_batch(*batch, return_dict=True) for _ in range(2)]
-    assert _theta(model) == 0.5 and int(model.generator_optimizer.iterations) == 2
+    assert _theta(model) == 0.25 and int(model.generator_optimizer.iterations) == 2  # theta_max / 2
     assert set(logs[-1]) == LOG_NAMES
+    assert logs[-1]["adversarial_pc"] == 0.0 and logs[-1]["adversarial_d2"] == 0.0
     model.train_on_batch(*batch)
-    assert _theta(model) != 0.5  # Algorithm 1 line 3 on: the generator moves from the third step
+    assert _theta(model) != 0.25  # Algorithm 1 line 3 on: the generator moves from the third step
 
 
 # ---- serialisation and export ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(batch):
-    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2)
+    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2, closeness="sample", theta_max=0.8)
     for _ in range(2):
         model.train_on_batch(*batch)
     return model
@@ -257,8 +315,9 @@ def test_keras_round_trip_keeps_embeddings_config_and_training_state(tmp_path, t
     assert isinstance(loaded, AMDAML)
     assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(trained.get_config()))
     assert (loaded.alpha, loaded.lambda1, loaded.pretrain_steps) == (4.0, 0.2, 0)
+    assert loaded.readings["closeness"] == "sample" and loaded.generator.theta_max == 0.8
     np.testing.assert_allclose(loaded.predict(batch[0], verbose=0), trained.predict(batch[0], verbose=0), atol=1e-6)
-    assert _theta(loaded) == pytest.approx(_theta(trained)) and _theta(loaded) != 0.5
+    assert _theta(loaded) == pytest.approx(_theta(trained)) and _theta(loaded) != 0.4
     assert int(loaded.optimizer.iterations) == 2 and int(loaded.generator_optimizer.iterations) == 2
 
 

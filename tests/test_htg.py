@@ -23,7 +23,8 @@ from zoo.metrics import evaluate
 from learning import fit_and_measure
 
 NUM_CLASSES = 3
-LOG_NAMES = {"loss", "discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss"}
+LOG_NAMES = {"loss", "real_triplet_loss", "generated_triplet_loss", "f_cls_loss", "discriminator_loss", "real_loss",
+             "fake_loss", "generator_loss", "inverse_loss", "cls_loss"}
 
 
 def _model(**hyperparameters) -> HTG:
@@ -140,6 +141,31 @@ def test_generator_inverts_the_triplets(batch):
     assert triplet_after > triplet_before + 0.1, (triplet_before, triplet_after)
 
 
+@pytest.mark.parametrize("f_loss, real_weight, cls_weight", [
+    ("generated", 0.0, 0.0), ("real+generated", 1.0, 0.0), ("real+generated+cls", 1.0, 0.5),
+])
+def test_f_loss_sums_the_terms_of_its_reading(batch, f_loss, real_weight, cls_weight):
+    """F's loss from the embeddings before its update: L_tri(G's triplets) + L_tri(real) + b L_cls(D(G's))."""
+    model = _model(f_loss=f_loss, b=0.5)
+    images, labels = tf.constant(batch[0]), tf.constant(batch[1])
+    kernel = model.generator.get_layer("change").kernel  # G off the identity: real and generated triplets differ
+    kernel.assign(0.05 * tf.random.stateless_normal(kernel.shape, seed=[5, 6]))
+    embeddings = model(images, training=True)
+    triplets = model.metric_loss.mine(embeddings, labels, model.step_seed())
+    real = htg.gather_triplets(embeddings, triplets)
+    generated = model.generator(real)
+    real_loss = float(losses.triplet_loss(*tf.unstack(real, axis=1), 0.2))
+    generated_loss = float(losses.triplet_loss(*tf.unstack(generated, axis=1), 0.2))
+    cls = float(losses.softmax_cross_entropy(model.discriminate(generated), htg.gather_triplets(labels, triplets)))
+    assert abs(generated_loss - real_loss) > 1e-3
+    _, _, _, logs = model.embedding_step(images, labels)
+    assert float(logs["real_triplet_loss"]) == pytest.approx(real_loss, rel=1e-5)
+    assert float(logs["generated_triplet_loss"]) == pytest.approx(generated_loss, rel=1e-5)
+    assert float(logs["f_cls_loss"]) == pytest.approx(cls, rel=1e-5)
+    expected = generated_loss + real_weight * real_loss + cls_weight * cls
+    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
 # ---- sub-steps, order, gradients ----------------------------------------------------------------------
 def test_each_sub_step_changes_exactly_its_own_variables(batch):
     model = _model()
@@ -208,6 +234,7 @@ def test_f_gradient_flows_through_the_generator(batch):
         ({"b": -1.0}, "b >= 0"),
         ({"hidden_units": 0}, "hidden_units"),
         ({"loss": "contrastive"}, "triplet loss"),
+        ({"f_loss": "real"}, "f_loss must be one of"),
     ],
 )
 def test_bad_hyperparameters_are_named(hyperparameters, message):

@@ -89,10 +89,17 @@ class HTG(MetricModel):
         b: weight of L_fake in D's loss and of L_cls in G's loss.
         hidden_units: width of G's and D's hidden layer.
         generator_learning_rate, discriminator_learning_rate: Adam learning rates of G and D.
+        f_loss: F's loss: "generated" (L_tri of G's triplets), "real+generated" (L_tri of the real
+            and of G's triplets) or "real+generated+cls" (plus b L_cls, D's softmax loss of G's
+            triplets under their real labels).
         seed: base seed of the stateless mining.
     """
 
-    LOGGED_TERMS = ("discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss")
+    LOGGED_TERMS = (
+        "real_triplet_loss", "generated_triplet_loss", "f_cls_loss",
+        "discriminator_loss", "real_loss", "fake_loss", "generator_loss", "inverse_loss", "cls_loss",
+    )
+    F_LOSSES = ("generated", "real+generated", "real+generated+cls")
 
     def __init__(
         self,
@@ -105,6 +112,7 @@ class HTG(MetricModel):
         hidden_units: int = 512,
         generator_learning_rate: float = 1e-4,
         discriminator_learning_rate: float = 1e-3,
+        f_loss: str = "real+generated+cls",
         seed: int = 0,
         **kwargs: Any,
     ):
@@ -117,9 +125,12 @@ class HTG(MetricModel):
             raise ValueError(f"HTG's discriminator needs num_classes >= 2 training classes, got {num_classes}")
         if b < 0:
             raise ValueError(f"HTG needs b >= 0, got {b}")
+        if f_loss not in self.F_LOSSES:
+            raise ValueError(f"HTG's f_loss must be one of {self.F_LOSSES}, got {f_loss!r}")
         if hidden_units < 1:
             raise ValueError(f"hidden_units must be >= 1, got {hidden_units}")
         self.num_classes, self.b, self.hidden_units = int(num_classes), float(b), int(hidden_units)
+        self.f_loss = f_loss
         self.generator_learning_rate = float(generator_learning_rate)
         self.discriminator_learning_rate = float(discriminator_learning_rate)
         self.generator = build_generator(self.embedding_dim, self.hidden_units)
@@ -144,20 +155,31 @@ class HTG(MetricModel):
     # ---- the three updates, in train_step's order -------------------------------------------
     def embedding_step(
         self, images: tf.Tensor, labels: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, miners_lib.Triplets, tf.Tensor]:
-        """F's update on G's hard triplets; returns the global (stopped) embeddings, labels, triplets and loss."""
+    ) -> tuple[tf.Tensor, tf.Tensor, miners_lib.Triplets, dict[str, tf.Tensor]]:
+        """F's update (``f_loss``); returns the global (stopped) embeddings, labels, triplets and F's losses."""
+        margin, squared = self.metric_loss.margin, self.metric_loss.squared
         with tf.GradientTape() as tape:
             embeddings = self(images, training=True)
             embeddings, labels = ops.gather_global_batch(embeddings, labels)
             triplets = self.metric_loss.mine(embeddings, labels, self.step_seed())
-            anchor, positive, negative = tf.unstack(self.generator(gather_triplets(embeddings, triplets)), axis=1)
-            loss = losses_lib.triplet_loss(
-                anchor, positive, negative, self.metric_loss.margin, self.metric_loss.squared
-            ) + self.regularization_loss()
+            real = gather_triplets(tf.cast(embeddings, tf.float32), triplets)
+            generated = self.generator(real)
+            real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared)
+            generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared)
+            f_cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), gather_triplets(labels, triplets))
+            use_real, use_cls = self.f_loss != "generated", self.f_loss == "real+generated+cls"
+            loss = (
+                generated_triplet_loss
+                + (real_triplet_loss if use_real else 0.0)
+                + (self.b * f_cls_loss if use_cls else 0.0)
+                + self.regularization_loss()
+            )
             scaled_loss = self.optimizer.scale_loss(loss / ops.num_replicas())
         variables = self.embedding_net.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
-        return tf.stop_gradient(tf.cast(embeddings, tf.float32)), labels, triplets, loss
+        logs = {"real_triplet_loss": real_triplet_loss, "generated_triplet_loss": generated_triplet_loss,
+                "f_cls_loss": f_cls_loss}
+        return tf.stop_gradient(tf.cast(embeddings, tf.float32)), labels, triplets, {"loss": loss, **logs}
 
     def discriminator_step(
         self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
@@ -199,11 +221,10 @@ class HTG(MetricModel):
             labels, self.num_classes,
             message=f"HTG's discriminator has num_classes={self.num_classes} real classes: labels must be below it",
         )
-        embeddings, labels, triplets, loss = self.embedding_step(images, labels)
-        logs = {
-            **self.discriminator_step(embeddings, labels, triplets),
-            **self.generator_step(embeddings, labels, triplets),
-        }
+        embeddings, labels, triplets, logs = self.embedding_step(images, labels)
+        loss = logs.pop("loss")
+        logs.update(self.discriminator_step(embeddings, labels, triplets))
+        logs.update(self.generator_step(embeddings, labels, triplets))
         return self.step_logs(loss, logs)
 
     def get_config(self) -> dict[str, Any]:
@@ -214,6 +235,7 @@ class HTG(MetricModel):
             "hidden_units": self.hidden_units,
             "generator_learning_rate": self.generator_learning_rate,
             "discriminator_learning_rate": self.discriminator_learning_rate,
+            "f_loss": self.f_loss,
         }
 
 
