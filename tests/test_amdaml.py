@@ -125,10 +125,13 @@ def test_adaptive_margin_loss_on_four_points():
     t_up = (1 - math.exp(-5 * (1 + math.sqrt(2) / 2))) / 6                 # 0.16663
     t_down = math.log2(1 + math.exp(3 * math.sqrt(2))) / 2                  # 3.0707
     # positives [2 - T_up]_+ twice; negatives [T_down - 4]_+ = 0 twice, [T_down - 2]_+ twice; 6 pairs
-    expected = (2 * (2 - t_up) + 2 * (t_down - 2)) / 6
-    assert expected == pytest.approx(0.9680, abs=1e-4)
-    loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0)(embeddings, labels)
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    all_pairs = (2 * (2 - t_up) + 2 * (t_down - 2)) / 6
+    assert all_pairs == pytest.approx(0.9680, abs=1e-4)
+    balanced = ((2 - t_up) + 2 * (t_down - 2) / 4) / 2   # (mean positive hinge + mean negative hinge) / 2
+    assert balanced == pytest.approx(1.1844, abs=1e-4)
+    for balance, expected in (("all", all_pairs), ("balanced", balanced)):
+        loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0, balance=balance)(embeddings, labels)
+        assert float(loss) == pytest.approx(expected, rel=1e-5), balance
     terms = amdaml.adaptive_margin_terms(*amdaml.batch_pair_distances(embeddings, labels), 5.0, 3.0)
     assert (float(terms.t_up), float(terms.t_down)) == pytest.approx((t_up, t_down), rel=1e-5)
 
@@ -186,7 +189,7 @@ def test_adversary_objectives_act_on_opposite_sides_of_the_margin():
             d2 = 4.0 * tf.square(1.0 - theta)[None]
             hinges = amdaml.adversarial_pair_hinges(d2, theta, 0.1, 1.0)
             objective = amdaml.adversary_objective(d2, hinges, 1.0, adversary)
-            near = amdaml.closeness(theta, 0.1)
+            near = amdaml.closeness(theta, 0.1, "negative")
         return float(tape.gradient(objective, theta)), float(tape.gradient(near, theta))
 
     # theta 0.25: d2 = 2.25, [d2 - 1]_+ = 1.25, d/dtheta = -8 (1 - theta) = -6
@@ -255,9 +258,9 @@ def _one_step(batch, optimizer, **hyperparameters) -> dict[str, float]:
 @pytest.mark.parametrize(
     "readings, direction",
     [
-        ({}, -1.0),                                                     # inside the margin: closeness lowers theta
-        ({"adversary": "ascent", "closeness": "sample", "theta_max": 1.0}, 1.0),  # the old reading: theta -> 1
-    ],
+        ({}, 1.0),  # default: ascent and closeness to x+ both raise theta
+        ({"adversary": "hinge", "closeness": "negative", "theta_max": 0.5}, -1.0),  # x^ inside the margin:
+    ],                                                                             # closeness to x- lowers it
 )
 def test_generator_step_is_sgd_on_eps_l_adv_and_leaves_f_alone(batch, readings, direction):
     # F's learning rate 0, the generator's 10: the step moves theta_g's logit by -10 d(eps L_adv)/dw, far
@@ -278,7 +281,7 @@ def test_generator_step_is_sgd_on_eps_l_adv_and_leaves_f_alone(batch, readings, 
 
 def test_metric_net_descends_l_pc_with_the_generator_fixed(batch):
     step = _one_step(batch, keras.optimizers.SGD(0.05), generator_learning_rate=0.0)
-    assert step["net_moved"] and step["theta"][0] == step["theta"][1] == 0.25
+    assert step["net_moved"] and step["theta"][0] == step["theta"][1] == 0.5
     assert step["l_pc"][1] < step["l_pc"][0], step
     assert step["adversarial_pc"][1] < step["adversarial_pc"][0], step
 
@@ -293,17 +296,17 @@ def test_pretraining_leaves_out_the_generated_pairs_and_freezes_the_generator(ba
     assert float(with_generated["l_pc"]) != pytest.approx(plain, rel=1e-3)
     assert float(without["generator_loss"]) == 0.0
     logs = [model.train_on_batch(*batch, return_dict=True) for _ in range(2)]
-    assert _theta(model) == 0.25 and int(model.generator_optimizer.iterations) == 2  # theta_max / 2
+    assert _theta(model) == 0.5 and int(model.generator_optimizer.iterations) == 2  # theta_max / 2
     assert set(logs[-1]) == LOG_NAMES
     assert logs[-1]["adversarial_pc"] == 0.0 and logs[-1]["adversarial_d2"] == 0.0
     model.train_on_batch(*batch)
-    assert _theta(model) != 0.25  # Algorithm 1 line 3 on: the generator moves from the third step
+    assert _theta(model) != 0.5  # Algorithm 1 line 3 on: the generator moves from the third step
 
 
 # ---- serialisation and export ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(batch):
-    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2, closeness="sample", theta_max=0.8)
+    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2, closeness="negative", theta_max=0.8)
     for _ in range(2):
         model.train_on_batch(*batch)
     return model
@@ -315,7 +318,7 @@ def test_keras_round_trip_keeps_embeddings_config_and_training_state(tmp_path, t
     assert isinstance(loaded, AMDAML)
     assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(trained.get_config()))
     assert (loaded.alpha, loaded.lambda1, loaded.pretrain_steps) == (4.0, 0.2, 0)
-    assert loaded.readings["closeness"] == "sample" and loaded.generator.theta_max == 0.8
+    assert loaded.readings["closeness"] == "negative" and loaded.generator.theta_max == 0.8
     np.testing.assert_allclose(loaded.predict(batch[0], verbose=0), trained.predict(batch[0], verbose=0), atol=1e-6)
     assert _theta(loaded) == pytest.approx(_theta(trained)) and _theta(loaded) != 0.4
     assert int(loaded.optimizer.iterations) == 2 and int(loaded.generator_optimizer.iterations) == 2
@@ -379,4 +382,20 @@ def test_digits_run_beats_the_untrained_model():
                                     {"test": test_set, "train": train_set}, steps=60, metrics=("recall", "map@r"))
     assert after["test"]["map@r"] > before["test"]["map@r"] + 0.01, (before, after)
     assert after["train"]["map@r"] > before["train"]["map@r"] + 0.2, (before, after)
-    assert _theta(model) > 0.5  # the generator played after the pre-training
+    assert _theta(model) != 0.5  # the generator played after the pre-training
+
+
+def test_synthetic_run_beats_the_untrained_model_on_unseen_classes():
+    """10 synthetic training classes, 10 unseen test classes; 20 pre-training + 60 adversarial steps (defaults).
+
+    Measured (seed 0): MAP@R on the unseen classes 0.106 -> 0.194 (R@1 0.40 -> 0.46).
+    """
+    train_set, test_set = load_dataset("synthetic", "train"), load_dataset("synthetic", "test")
+    keras.utils.set_random_seed(0)
+    model = build_model("amdaml", embedding_dim=64, input_size=32, freeze_batchnorm=True, pretrain_steps=20)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"test": test_set},
+                                    steps=20, epochs=4, metrics=("recall", "map@r"))
+    print("AMDAML synthetic", before, after, _theta(model))
+    assert after["test"]["map@r"] > before["test"]["map@r"] + 0.05, (before, after)
+    assert _theta(model) != 0.5  # the generator played after the pre-training

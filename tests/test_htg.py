@@ -166,6 +166,24 @@ def test_f_loss_sums_the_terms_of_its_reading(batch, f_loss, real_weight, cls_we
     assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("through_generator", [False, True])
+def test_generated_triplets_for_f_pass_or_bypass_g_jacobian(through_generator):
+    model = _model()
+    kernel = model.generator.get_layer("change").kernel
+    kernel.assign(0.3 * tf.random.stateless_normal(kernel.shape, seed=[7, 8]))
+    real = tf.Variable(tf.math.l2_normalize(tf.random.stateless_normal([4, 3, 8], seed=[1, 2]), axis=-1))
+    weights = tf.random.stateless_normal([4, 3, 8], seed=[3, 4])
+    with tf.GradientTape() as tape:
+        generated = htg.generate_triplets(model.generator, real, through_generator)
+        loss = tf.reduce_sum(weights * generated)
+    np.testing.assert_allclose(generated.numpy(), model.generator(real).numpy(), atol=1e-6)  # the same values
+    gradient = tape.gradient(loss, real).numpy()
+    if through_generator:
+        assert np.max(np.abs(gradient - weights.numpy())) > 0.1  # G's Jacobian
+    else:
+        np.testing.assert_allclose(gradient, weights.numpy(), atol=1e-6)  # the identity
+
+
 # ---- sub-steps, order, gradients ----------------------------------------------------------------------
 def test_each_sub_step_changes_exactly_its_own_variables(batch):
     model = _model()
@@ -333,3 +351,18 @@ def test_digits_run_beats_the_untrained_model():
     real = htg.gather_triplets(embeddings, model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64)))
     original, generated = (losses.triplet_loss(*tf.unstack(t, axis=1)) for t in (real, model.generator(real)))
     assert float(generated) > 1.3 * float(original) > 0, (float(original), float(generated))  # 0.0112 vs 0.0065
+
+
+def test_synthetic_run_beats_the_untrained_model_on_unseen_classes():
+    """10 synthetic training classes, 10 unseen test classes, 80 steps from scratch (defaults).
+
+    Measured (seed 0): MAP@R on the unseen classes MEASURED_HTG.
+    """
+    train_set, test_set = load_dataset("synthetic", "train"), load_dataset("synthetic", "test")
+    keras.utils.set_random_seed(0)
+    model = build_model("htg", embedding_dim=64, input_size=32, freeze_batchnorm=True, num_classes=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"test": test_set},
+                                    steps=20, epochs=4, metrics=("recall", "map@r"))
+    print("HTG synthetic", before, after)
+    assert after["test"]["map@r"] > before["test"]["map@r"] + 0.03, (before, after)
