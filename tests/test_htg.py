@@ -206,7 +206,8 @@ def _real(model: HTG, images, labels):
 
 
 def test_train_step_runs_f_then_d_then_g(batch):
-    stepped, manual, swapped = _model(), _model(), _model()
+    # G at 1e-3 (default 1e-5): Adam's first step moves G by about its learning rate, so the order shows
+    stepped, manual, swapped = (_model(generator_learning_rate=1e-3) for _ in range(3))
     for model in (manual, swapped):
         model.set_weights(stepped.get_weights())
     logs = stepped.train_on_batch(*batch, return_dict=True)
@@ -350,13 +351,14 @@ def test_digits_run_beats_the_untrained_model():
     embeddings = model(images)
     real = htg.gather_triplets(embeddings, model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64)))
     original, generated = (losses.triplet_loss(*tf.unstack(t, axis=1)) for t in (real, model.generator(real)))
-    assert float(generated) > 1.3 * float(original) > 0, (float(original), float(generated))  # 0.0112 vs 0.0065
+    # G at 1e-5 hardens them gently in 30 steps: 0.0064 vs 0.0058
+    assert float(generated) > 1.03 * float(original) > 0, (float(original), float(generated))
 
 
 def test_synthetic_run_beats_the_untrained_model_on_unseen_classes():
     """10 synthetic training classes, 10 unseen test classes, 80 steps from scratch (defaults).
 
-    Measured (seed 0): MAP@R on the unseen classes MEASURED_HTG.
+    Measured (seed 0): MAP@R on the unseen classes 0.106 -> 0.255 (R@1 0.40 -> 0.64).
     """
     train_set, test_set = load_dataset("synthetic", "train"), load_dataset("synthetic", "test")
     keras.utils.set_random_seed(0)
@@ -364,5 +366,4 @@ def test_synthetic_run_beats_the_untrained_model_on_unseen_classes():
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"test": test_set},
                                     steps=20, epochs=4, metrics=("recall", "map@r"))
-    print("HTG synthetic", before, after)
-    assert after["test"]["map@r"] > before["test"]["map@r"] + 0.03, (before, after)
+    assert after["test"]["map@r"] > before["test"]["map@r"] + 0.08, (before, after)
