@@ -53,10 +53,11 @@ Readings of the paper (its text is garbled or silent here):
   - ``mix_space``: "input" (eq. 8: x^ is an input of phi; F runs on twice the batch) or "embedding"
     (mixes F's embeddings of x+ and x- and re-normalises: no second forward pass, and the pair's
     distance becomes (1 - theta) ||f(x+) - f(x-)|| before the re-normalisation, a wider margin on the
-    real negative pairs rather than a new sample).
-  The old reading (ascent, "sample", theta_max 1) drives theta up from both terms (dL_adv/dlogit < 0 at
-  every theta): on the held-out glyphs theta reached 0.92-0.94 and the mix is a near copy of x+ labelled
-  a negative, label noise. Measured (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d,
+    real negative pairs rather than a new sample). CPU per step against triplet's (tiny_cnn 64 px,
+    batch 32): 3.10x for "input", 1.00x for "embedding" (benchmarks/RESULTS.md).
+  Eq. 8 as written (ascent, "sample", theta_max 1: the default) drives theta up from both terms
+  (dL_adv/dlogit < 0 at every theta): on the held-out glyphs (then with L_PC over all pairs) theta reached
+  0.92-0.94, the mix a near copy of x+ labelled a negative. Measured (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d,
   P8 x K4, Adam 1e-3, 150 steps, 50 of them pre-training, balanced L_PC; MAP@R of the unseen classes,
   untrained 0.056 / 0.052; seeds 0, 1):
 
