@@ -272,7 +272,8 @@ def test_generator_step_is_sgd_on_eps_l_adv_and_leaves_f_alone(batch, readings, 
         losses = model.batch_losses(images, labels, model.step_seed())
     gradient = float(tape.gradient(losses["generator_loss"], logit))
     assert float(losses["adversarial_d2"]) < float(losses["t_down"])  # the untrained net: x^ inside the margin
-    net_before, logit_before, theta_before = _weights(model.embedding_net.trainable_variables), float(logit), _theta(model)
+    net_before = _weights(model.embedding_net.trainable_variables)
+    logit_before, theta_before = float(logit), _theta(model)
     model.train_on_batch(*batch)
     assert not _changed(net_before, model.embedding_net.trainable_variables)
     assert float(logit) - logit_before == pytest.approx(-10.0 * gradient, rel=1e-4)

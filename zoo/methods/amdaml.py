@@ -57,9 +57,9 @@ Readings of the paper (its text is garbled or silent here):
     batch 32): 3.10x for "input", 1.00x for "embedding" (benchmarks/RESULTS.md).
   Eq. 8 as written (ascent, "sample", theta_max 1: the default) drives theta up from both terms
   (dL_adv/dlogit < 0 at every theta): on the held-out glyphs (then with L_PC over all pairs) theta reached
-  0.92-0.94, the mix a near copy of x+ labelled a negative. Measured (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d,
-  P8 x K4, Adam 1e-3, 150 steps, 50 of them pre-training, balanced L_PC; MAP@R of the unseen classes,
-  untrained 0.056 / 0.052; seeds 0, 1):
+  0.92-0.94, the mix a near copy of x+ labelled a negative. Measured (synthetic, 40 classes of which
+  20 unseen, tiny_cnn 32 px, 64-d, P8 x K4, Adam 1e-3, 150 steps, 50 of them pre-training, balanced
+  L_PC; MAP@R of the unseen classes, untrained 0.056 / 0.052; seeds 0, 1):
 
   | reading | MAP@R | theta, D^2(x+, x^), hinge of (x+, x^) at the end |
   |---|--:|---|
@@ -381,8 +381,11 @@ class AMDAML(MetricModel):
         """Global float32 embeddings of the samples, of their adversarial negatives x^, and the labels."""
         if self.readings["mix_space"] == "input":
             batch_size = tf.shape(images)[0]
-            embeddings = self(tf.concat([images, self.adversarial_negatives(images, labels, seed)], axis=0), training=True)
-            samples, generated, labels = ops.gather_global_batch(embeddings[:batch_size], embeddings[batch_size:], labels)
+            x_hat = self.adversarial_negatives(images, labels, seed)
+            embeddings = self(tf.concat([images, x_hat], axis=0), training=True)
+            samples, generated, labels = ops.gather_global_batch(
+                embeddings[:batch_size], embeddings[batch_size:], labels
+            )
             return tf.cast(samples, tf.float32), tf.cast(generated, tf.float32), labels
         samples, labels = ops.gather_global_batch(self(images, training=True), labels)
         samples = tf.cast(samples, tf.float32)

@@ -199,7 +199,9 @@ class HTG(MetricModel):
             generated = generate_triplets(self.generator, real, self.f_through_g)
             real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared)
             generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared)
-            f_cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), gather_triplets(labels, triplets))
+            f_cls_loss = losses_lib.softmax_cross_entropy(
+                self.discriminate(generated), gather_triplets(labels, triplets)
+            )
             use_real, use_cls = self.f_loss != "generated", self.f_loss == "real+generated+cls"
             loss = (
                 generated_triplet_loss
