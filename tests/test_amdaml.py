@@ -23,7 +23,8 @@ from zoo.metrics import evaluate
 
 from learning import fit_and_measure
 
-LOG_NAMES = {"loss", "l_pc", "l_r", "l_adv", "t_up", "t_down", "theta", SPREAD_LOG}
+LOG_NAMES = {"loss", "l_pc", "l_r", "l_adv", "adversarial_pc", "adversarial_d2", "t_up", "t_down", "theta",
+             SPREAD_LOG}
 
 
 def _model(optimizer=None, **hyperparameters) -> AMDAML:
@@ -100,6 +101,8 @@ def test_bad_margin_slopes_are_refused(alpha, beta, message):
         ({"lambda2": -1.0}, "lambda2 >= 0"),
         ({"epsilon": -0.1}, "epsilon >= 0"),
         ({"pretrain_steps": -1}, "pretrain_steps"),
+        ({"target": "positive"}, "target must be one of"),
+        ({"theta_max": 0.0}, "theta_max"),
     ],
 )
 def test_bad_weights_are_refused(hyperparameters, message):
@@ -124,10 +127,13 @@ def test_adaptive_margin_loss_on_four_points():
     t_up = (1 - math.exp(-5 * (1 + math.sqrt(2) / 2))) / 6                 # 0.16663
     t_down = math.log2(1 + math.exp(3 * math.sqrt(2))) / 2                  # 3.0707
     # positives [2 - T_up]_+ twice; negatives [T_down - 4]_+ = 0 twice, [T_down - 2]_+ twice; 6 pairs
-    expected = (2 * (2 - t_up) + 2 * (t_down - 2)) / 6
-    assert expected == pytest.approx(0.9680, abs=1e-4)
-    loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0)(embeddings, labels)
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    all_pairs = (2 * (2 - t_up) + 2 * (t_down - 2)) / 6
+    assert all_pairs == pytest.approx(0.9680, abs=1e-4)
+    balanced = ((2 - t_up) + 2 * (t_down - 2) / 4) / 2   # (mean positive hinge + mean negative hinge) / 2
+    assert balanced == pytest.approx(1.1844, abs=1e-4)
+    for balance, expected in (("all", all_pairs), ("balanced", balanced)):
+        loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0, balance=balance)(embeddings, labels)
+        assert float(loss) == pytest.approx(expected, rel=1e-5), balance
     terms = amdaml.adaptive_margin_terms(*amdaml.batch_pair_distances(embeddings, labels), 5.0, 3.0)
     assert (float(terms.t_up), float(terms.t_down)) == pytest.approx((t_up, t_down), rel=1e-5)
 
@@ -144,15 +150,57 @@ def test_thresholds_carry_no_gradient():
 
 
 def test_closeness_and_the_mixup_generator():
-    # (1 - theta)^2 + lambda1 theta^2 is smallest at theta = 1 / (1 + lambda1)
+    # "negative": theta^2 + lambda1 (1 - theta)^2, smallest at lambda1 / (1 + lambda1) = 0.0909;
+    # "sample" (DAML's roles): (1 - theta)^2 + lambda1 theta^2, smallest at 1 / (1 + lambda1) = 0.909
     thetas = tf.linspace(0.0, 1.0, 1001)
-    assert float(thetas[int(tf.argmin(amdaml.closeness(thetas, 0.1)))]) == pytest.approx(1 / 1.1, abs=1e-3)
+    for anchor_weight, optimum in (("negative", 0.1 / 1.1), ("sample", 1 / 1.1)):
+        values = amdaml.closeness(thetas, 0.1, anchor_weight)
+        assert float(thetas[int(tf.argmin(values))]) == pytest.approx(optimum, abs=1e-3)
+    assert float(amdaml.closeness(0.25, 0.1, "negative")) == pytest.approx(0.0625 + 0.1 * 0.5625)
     generator = amdaml.MixupNegativeGenerator()
     samples, negatives = tf.fill([2, 3], 10.0), tf.fill([2, 3], 30.0)
     assert float(generator.theta) == pytest.approx(0.5)
     np.testing.assert_allclose(generator(samples, negatives).numpy(), 20.0)
     generator.theta_logit.assign(math.log(0.8 / 0.2))
     np.testing.assert_allclose(generator(samples, negatives).numpy(), 0.8 * 10 + 0.2 * 30, rtol=1e-6)
+    capped = amdaml.MixupNegativeGenerator(theta_max=0.5)
+    capped.theta_logit.assign(20.0)  # theta -> theta_max: x^ stays at least half the negative
+    assert float(capped.theta) == pytest.approx(0.5)
+    np.testing.assert_allclose(capped(samples, negatives).numpy(), 20.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="theta_max"):
+        amdaml.MixupNegativeGenerator(theta_max=1.5)
+
+
+def test_adversarial_pair_hinges_hand_values():
+    d2 = tf.constant([0.05, 0.5, 1.5])  # T_up = 0.1, T_down = 1
+    negative = amdaml.adversarial_pair_hinges(d2, 0.25, 0.1, 1.0, "negative")
+    np.testing.assert_allclose(negative.numpy(), [0.95, 0.5, 0.0], atol=1e-6)
+    # mixup: 0.25 [d2 - 0.1]_+ + 0.75 [1 - d2]_+
+    mixup = amdaml.adversarial_pair_hinges(d2, 0.25, 0.1, 1.0, "mixup")
+    np.testing.assert_allclose(mixup.numpy(), [0.7125, 0.1 + 0.375, 0.35], atol=1e-6)
+
+
+def test_adversary_objectives_act_on_opposite_sides_of_the_margin():
+    """x^ = theta x+ + (1 - theta) x- in a space where d2(theta) = 4 (1 - theta)^2 and T_down = 1.
+
+    Outside the margin (theta < 0.5) only "hinge" has a gradient, and it raises theta; inside (theta > 0.5)
+    only "ascent" does, and it raises theta further. The closeness term alone lowers theta to 0.0909."""
+    def gradients(theta_value: float, adversary: str) -> tuple[float, float]:
+        theta = tf.Variable(theta_value)
+        with tf.GradientTape(persistent=True) as tape:
+            d2 = 4.0 * tf.square(1.0 - theta)[None]
+            hinges = amdaml.adversarial_pair_hinges(d2, theta, 0.1, 1.0)
+            objective = amdaml.adversary_objective(d2, hinges, 1.0, adversary)
+            near = amdaml.closeness(theta, 0.1, "negative")
+        return float(tape.gradient(objective, theta)), float(tape.gradient(near, theta))
+
+    # theta 0.25: d2 = 2.25, [d2 - 1]_+ = 1.25, d/dtheta = -8 (1 - theta) = -6
+    assert gradients(0.25, "hinge") == pytest.approx((-6.0, 0.5 - 0.2 * 0.75))
+    assert gradients(0.25, "ascent")[0] == 0.0
+    # theta 0.75: d2 = 0.25 inside the margin; -[1 - d2]_+ has d/dtheta = d(d2)/dtheta = -2
+    assert gradients(0.75, "hinge")[0] == 0.0
+    assert gradients(0.75, "ascent")[0] == pytest.approx(-2.0)
+    assert float(amdaml.adversary_objective(tf.constant([2.25]), tf.constant([0.0]), 1.0, "hinge")) == 1.25
 
 
 def test_partners_are_negatives_drawn_statelessly():
@@ -209,25 +257,34 @@ def _one_step(batch, optimizer, **hyperparameters) -> dict[str, float]:
     }
 
 
-def test_generator_ascends_l_pc_of_its_pairs(batch):
-    # F's learning rate 0. lambda1 = 3 puts the closeness optimum at theta = 0.25, below the initial 0.5:
-    # alone (lambda2 = 0) it lowers theta and L_PC(x+, x^); with lambda2 large the adversarial term wins.
-    # Steps large enough that L_PC (~0.56) moves by >= 1e-5, about 100 float32 ulps (measured: theta
-    # -0.0062 and +0.0079, L_PC -1.1e-5 and +1.5e-5).
-    low = _one_step(batch, keras.optimizers.SGD(0.0), lambda1=3.0, lambda2=0.0, generator_learning_rate=0.5)
-    high = _one_step(batch, keras.optimizers.SGD(0.0), lambda1=3.0, lambda2=1000.0, generator_learning_rate=2.0)
-    for step in (low, high):
-        assert not step["net_moved"]
-    resolution = 20 * np.spacing(np.float32(low["adversarial_pc"][0]))  # 20 ulps: far above rounding
-    assert low["theta"][1] < low["theta"][0] - 1e-3, low
-    assert low["adversarial_pc"][1] < low["adversarial_pc"][0] - resolution, low
-    assert high["theta"][1] > high["theta"][0] + 1e-3, high
-    assert high["adversarial_pc"][1] > high["adversarial_pc"][0] + resolution, high
+@pytest.mark.parametrize(
+    "readings, direction",
+    [
+        ({}, 1.0),  # default: ascent and closeness to x+ both raise theta
+        ({"adversary": "hinge", "closeness": "negative", "theta_max": 0.5}, -1.0),  # x^ inside the margin:
+    ],                                                                             # closeness to x- lowers it
+)
+def test_generator_step_is_sgd_on_eps_l_adv_and_leaves_f_alone(batch, readings, direction):
+    # F's learning rate 0, the generator's 10: the step moves theta_g's logit by -10 d(eps L_adv)/dw, far
+    # above float32 resolution, and nothing else.
+    model = _model(optimizer=keras.optimizers.SGD(0.0), pretrain_steps=0, generator_learning_rate=10.0, **readings)
+    images, labels = tf.constant(batch[0]), tf.constant(batch[1])
+    logit = model.generator.theta_logit
+    with tf.GradientTape() as tape:
+        losses = model.batch_losses(images, labels, model.step_seed())
+    gradient = float(tape.gradient(losses["generator_loss"], logit))
+    assert float(losses["adversarial_d2"]) < float(losses["t_down"])  # the untrained net: x^ inside the margin
+    net_before = _weights(model.embedding_net.trainable_variables)
+    logit_before, theta_before = float(logit), _theta(model)
+    model.train_on_batch(*batch)
+    assert not _changed(net_before, model.embedding_net.trainable_variables)
+    assert float(logit) - logit_before == pytest.approx(-10.0 * gradient, rel=1e-4)
+    assert direction * (_theta(model) - theta_before) > 1e-3, (theta_before, _theta(model))
 
 
 def test_metric_net_descends_l_pc_with_the_generator_fixed(batch):
     step = _one_step(batch, keras.optimizers.SGD(0.05), generator_learning_rate=0.0)
-    assert step["net_moved"] and step["theta"] == (0.5, 0.5)
+    assert step["net_moved"] and step["theta"][0] == step["theta"][1] == 0.5
     assert step["l_pc"][1] < step["l_pc"][0], step
     assert step["adversarial_pc"][1] < step["adversarial_pc"][0], step
 
@@ -239,11 +296,12 @@ def test_pretraining_leaves_out_the_generated_pairs_and_freezes_the_generator(ba
     without = model.batch_losses(images, labels, SEED, adversarial=False)
     with_generated = model.batch_losses(images, labels, SEED, adversarial=True)
     assert float(without["l_pc"]) == pytest.approx(plain, rel=1e-5)
-    assert float(with_generated["l_pc"]) != pytest.approx(plain, rel=1e-3)
-    assert float(without["generator_loss"]) == 0.0
+    assert float(without["adversarial_pc"]) == 0.0 and float(without["generator_loss"]) == 0.0
+    assert float(with_generated["adversarial_pc"]) > 0.1  # the generated pairs are in L_PC, their hinges active
     logs = [model.train_on_batch(*batch, return_dict=True) for _ in range(2)]
-    assert _theta(model) == 0.5 and int(model.generator_optimizer.iterations) == 2
+    assert _theta(model) == 0.5 and int(model.generator_optimizer.iterations) == 2  # theta_max / 2
     assert set(logs[-1]) == LOG_NAMES
+    assert logs[-1]["adversarial_pc"] == 0.0 and logs[-1]["adversarial_d2"] == 0.0
     model.train_on_batch(*batch)
     assert _theta(model) != 0.5  # Algorithm 1 line 3 on: the generator moves from the third step
 
@@ -251,7 +309,7 @@ def test_pretraining_leaves_out_the_generated_pairs_and_freezes_the_generator(ba
 # ---- serialisation and export ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(batch):
-    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2)
+    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2, closeness="negative", theta_max=0.8)
     for _ in range(2):
         model.train_on_batch(*batch)
     return model
@@ -263,8 +321,9 @@ def test_keras_round_trip_keeps_embeddings_config_and_training_state(tmp_path, t
     assert isinstance(loaded, AMDAML)
     assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(trained.get_config()))
     assert (loaded.alpha, loaded.lambda1, loaded.pretrain_steps) == (4.0, 0.2, 0)
+    assert loaded.readings["closeness"] == "negative" and loaded.generator.theta_max == 0.8
     np.testing.assert_allclose(loaded.predict(batch[0], verbose=0), trained.predict(batch[0], verbose=0), atol=1e-6)
-    assert _theta(loaded) == pytest.approx(_theta(trained)) and _theta(loaded) != 0.5
+    assert _theta(loaded) == pytest.approx(_theta(trained)) and _theta(loaded) != 0.4
     assert int(loaded.optimizer.iterations) == 2 and int(loaded.generator_optimizer.iterations) == 2
 
 
@@ -312,11 +371,12 @@ def test_training_script_refuses_loss_and_miner(monkeypatch, capsys):
         assert "--loss and --miner do not apply" in capsys.readouterr().err
 
 
-def test_digits_run_beats_the_untrained_model():
+def test_digits_run_fits_the_training_digits():
     """The amdaml_digits recipe (60 steps, Adam 5e-4, 5 x 16 images, 40 pre-training steps) on tiny_cnn.
 
-    MAP@R rises on the unseen digits 5-9 (0.48 -> 0.52) and far more on the training digits 0-4.
-    R@1 is not asserted: the untrained tiny_cnn is at 0.97 on digits and a short run moves it +-0.01.
+    With 5 training classes the run fits them (MAP@R of digits 0-4: 0.60 -> 0.94) and does not transfer to the
+    unseen digits 5-9 (balanced L_PC, measured: 0.481 -> 0.463); transfer to unseen classes is asserted on
+    the many-class synthetic set below. The published amdaml_digits weights predate the balanced L_PC.
     """
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     keras.utils.set_random_seed(0)
@@ -324,6 +384,21 @@ def test_digits_run_beats_the_untrained_model():
     model.compile(optimizer=keras.optimizers.Adam(5e-4))
     before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 16, seed=0),
                                     {"test": test_set, "train": train_set}, steps=60, metrics=("recall", "map@r"))
-    assert after["test"]["map@r"] > before["test"]["map@r"] + 0.01, (before, after)
     assert after["train"]["map@r"] > before["train"]["map@r"] + 0.2, (before, after)
-    assert _theta(model) > 0.5  # the generator played after the pre-training
+    assert after["test"]["map@r"] > before["test"]["map@r"] - 0.04, (before, after)
+    assert _theta(model) != 0.5  # the generator played after the pre-training
+
+
+def test_synthetic_run_beats_the_untrained_model_on_unseen_classes():
+    """10 synthetic training classes, 10 unseen test classes; 20 pre-training + 60 adversarial steps (defaults).
+
+    Measured (seed 0): MAP@R on the unseen classes 0.106 -> 0.196 (R@1 0.40 -> 0.51), theta 0.5 -> 0.55.
+    """
+    train_set, test_set = load_dataset("synthetic", "train"), load_dataset("synthetic", "test")
+    keras.utils.set_random_seed(0)
+    model = build_model("amdaml", embedding_dim=64, input_size=32, freeze_batchnorm=True, pretrain_steps=20)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"test": test_set},
+                                    steps=20, epochs=4, metrics=("recall", "map@r"))
+    assert after["test"]["map@r"] > before["test"]["map@r"] + 0.05, (before, after)
+    assert _theta(model) != 0.5  # the generator played after the pre-training

@@ -6,7 +6,8 @@
 
 The loss is the adaptive margin loss of eq. 5 on every pair of the batch plus the generated adversarial
 negatives (eq. 8), so --loss and --miner do not apply; alpha, beta, lambda, lambda1, lambda2, eps and
-the pre-training length come with the preset.
+the pre-training length come with the preset, and the readings of eq. 6 and 8 (balance, adversary,
+closeness, theta_max, target, mix_space) are the defaults measured in zoo/methods/amdaml.py.
 """
 
 import argparse

@@ -6,7 +6,7 @@
     python training_scripts/htg.py --dataset cars196 --data-dir DATA --miner semi-hard
 
 ``--miner`` picks the triplets that the generator G turns into hard ones (random by default). F's loss
-is the triplet loss on G's triplets, so --loss does not apply.
+is the triplet loss on those triplets and on G's (zoo/methods/htg.py: f_loss), so --loss does not apply.
 """
 
 import argparse
