@@ -95,7 +95,7 @@ import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -466,6 +466,8 @@ class AMDAML(MetricModel):
 _PAPER = "AMDAML: adaptive margin based deep adversarial metric learning (papers/002)"
 
 PRESETS: list[dict[str, Any]] = [
+    # Algorithm 1: phi pre-trained on L_AM for the first 100 of the 300 steps, then the adversarial negatives.
+    glyphs_preset("amdaml", _PAPER, {"pretrain_steps": 100}),
     {
         "name": "amdaml_digits",
         "method": "amdaml",

@@ -64,7 +64,7 @@ from keras import layers
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -279,6 +279,8 @@ class HTG(MetricModel):
 _PAPER = "HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018; papers/004)"
 
 PRESETS: list[dict[str, Any]] = [
+    # The defaults: F on the real and generated triplets, G at 1e-5 (the module docstring).
+    glyphs_preset("htg", _PAPER, {}),
     {
         "name": "htg_digits",
         "method": "htg",
