@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo import methods
 from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset, train_pipeline
 from zoo.methods import amdaml, build_model
@@ -335,14 +334,7 @@ def test_saved_model_serves_the_same_embeddings(tmp_path, trained, batch):
 
 
 # ---- registry, script, distribution, learning ----------------------------------------------------------
-@pytest.fixture
-def registered(monkeypatch):
-    """AMDAML's presets in the registry (until zoo/methods/__init__.py lists the amdaml module)."""
-    if "amdaml" not in methods.METHOD_MODULES:
-        monkeypatch.setattr(methods, "METHOD_MODULES", (*methods.METHOD_MODULES, "amdaml"))
-
-
-def test_presets_carry_the_paper_hyperparameters(registered):
+def test_presets_carry_the_paper_hyperparameters():
     entry = zoo.get_entry("amdaml_cars196")
     assert entry["training"]["classes_per_batch"] * entry["training"]["images_per_class"] == 128  # Sec. IV.2
     assert entry["training"]["epochs"] * entry["training"]["steps_per_epoch"] == 5000             # Sec. IV.2
@@ -353,7 +345,7 @@ def test_presets_carry_the_paper_hyperparameters(registered):
     assert zoo.get_entry("amdaml_digits")["backbone"] == "tiny_cnn"
 
 
-def test_published_digits_weights_reproduce_their_card(registered):
+def test_published_digits_weights_reproduce_their_card():
     model = zoo.load("amdaml_digits")  # sha256-verified
     card = zoo.get_entry("amdaml_digits")
     test_set = load_dataset("digits", "test")

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo import losses, methods
+from zoo import losses
 from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset, train_pipeline
 from zoo.methods import build_model, htg
@@ -302,21 +302,14 @@ def test_saved_model_serves_the_same_embeddings(tmp_path, trained, batch):
 
 
 # ---- registry, script, distribution, learning ------------------------------------------------------------
-@pytest.fixture
-def registered(monkeypatch):
-    """HTG's presets in the registry (until zoo/methods/__init__.py lists the htg module)."""
-    if "htg" not in methods.METHOD_MODULES:
-        monkeypatch.setattr(methods, "METHOD_MODULES", (*methods.METHOD_MODULES, "htg"))
-
-
-def test_presets_name_the_three_benchmarks_configs(registered):
+def test_presets_name_the_three_benchmarks_configs():
     for name, classes in (("htg_cub200", 100), ("htg_cars196", 98)):
         entry = zoo.get_entry(name)
         assert (entry["method"], entry["num_classes"], entry["embedding_dim"]) == ("htg", classes, 512)
     assert zoo.get_entry("htg_digits")["backbone"] == "tiny_cnn"
 
 
-def test_published_digits_weights_reproduce_their_card(registered):
+def test_published_digits_weights_reproduce_their_card():
     model = zoo.load("htg_digits")  # sha256-verified
     card = zoo.get_entry("htg_digits")
     test_set = load_dataset("digits", "test")

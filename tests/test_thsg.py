@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo import methods, ops
+from zoo import ops
 from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset, train_pipeline
 from zoo.methods import build_model
@@ -371,14 +371,7 @@ def test_presets_carry_table2_and_section_6_protocols():
     assert presets["thsg_sop"]["training"]["epochs"] == 100 and presets["thsg_cub200"]["training"]["epochs"] == 150
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    """THSG's presets in the registry (until zoo/methods/__init__.py lists the thsg module)."""
-    if "thsg" not in methods.METHOD_MODULES:
-        monkeypatch.setattr(methods, "METHOD_MODULES", (*methods.METHOD_MODULES, "thsg"))
-
-
-def test_paper_configs_build_unpublished_with_a_clear_warning(registered):
+def test_paper_configs_build_unpublished_with_a_clear_warning():
     with pytest.raises(zoo.WeightsError, match="no trained weights are published for 'thsg_cars196'"):
         zoo.load("thsg_cars196")
     model = zoo.build("thsg_cars196", backbone_weights=None)
@@ -387,7 +380,7 @@ def test_paper_configs_build_unpublished_with_a_clear_warning(registered):
     assert (model.pretrain_epochs, model.l2_weight_decay, model.classifier_optimizer.l2_weight_decay) == (1, 4e-4, 4e-4)
 
 
-def test_published_digits_weights_reproduce_their_card(registered):
+def test_published_digits_weights_reproduce_their_card():
     model = zoo.load("thsg_digits")  # sha256-verified
     test_set = load_dataset("digits", "test")
     measured = evaluate(*embed_dataset(model, eval_pipeline(test_set, 32)), metrics=("recall", "map@r", "nmi"))

@@ -283,9 +283,13 @@ def test_failures_grid_draws_only_the_queries_whose_nearest_neighbour_is_of_anot
 def test_retrieval_evaluation_takes_the_metric_names_its_logs_use():
     images, labels = toy_images()
     model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])
-    evaluation = RetrievalEvaluation(batches(images, labels), metrics=("recall@1", "recall@4", "map@r", "nmi"))
+    evaluation = RetrievalEvaluation(batches(images, labels), every_n_epochs=1,
+                                     metrics=("recall@1", "recall@4", "map@r", "nmi"))
     evaluation.set_model(model)
-    results = evaluation.evaluate_model()
-    assert sorted(results) == ["map@r", "nmi", "recall@1", "recall@4"]
+    evaluation.set_params({"epochs": 1})
+    logs = {}
+    evaluation.on_epoch_end(0, logs)
+    results = {name.removeprefix("val_"): value for name, value in logs.items()}
+    assert sorted(logs) == ["val_map@r", "val_nmi", "val_recall@1", "val_recall@4"]
     expected = metrics.evaluate(images.reshape(30, -1), labels, metrics=("recall", "map@r", "nmi"), recall_ks=(1, 4))
     assert results == pytest.approx(expected)

@@ -159,11 +159,6 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             if self.log_images:
                 self._write_images(embeddings, labels, reference, epoch)
 
-    def evaluate_model(self) -> dict[str, float]:
-        """Embed the dataset(s) with the current weights and return :func:`zoo.metrics.evaluate`."""
-        embeddings, labels, reference = embed_for_retrieval(self.model, self.dataset, self.reference_dataset)
-        return evaluate(embeddings, labels, **reference, **self.evaluate_kwargs)
-
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._writer is not None:
             self._writer.close()

@@ -34,12 +34,12 @@ def same_class_masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.logical_and(same, not_self), tf.logical_not(same)
 
 
-def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = True) -> tf.Tensor:
+def check_batch(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Validate a training batch and return this replica's labels as a flat int32 vector.
 
     Raises ``ValueError`` at trace time for a wrong rank or dtype, and
     ``tf.errors.InvalidArgumentError`` at run time when the global batch (all replicas' labels,
-    gathered) holds a single class or, when ``need_positives``, no two images of the same class.
+    gathered) holds a single class or no two images of the same class.
     """
     images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
     if images.shape.rank != 4:
@@ -59,13 +59,12 @@ def check_batch(images: tf.Tensor, labels: tf.Tensor, *, need_positives: bool = 
         message="the batch holds a single class: metric learning needs at least 2 classes per batch "
         "(use zoo.data.train_pipeline, which samples P classes x K images)",
     )
-    if need_positives:
-        positives, _ = same_class_masks(global_labels)
-        tf.debugging.assert_equal(
-            tf.reduce_any(positives), True,
-            message="the batch has no two images of the same class, so no positive pair: "
-            "use images_per_class >= 2 in the P x K sampler",
-        )
+    positives, _ = same_class_masks(global_labels)
+    tf.debugging.assert_equal(
+        tf.reduce_any(positives), True,
+        message="the batch has no two images of the same class, so no positive pair: "
+        "use images_per_class >= 2 in the P x K sampler",
+    )
     return labels
 
 
