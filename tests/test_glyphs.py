@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from zoo import registry
 from zoo.data import SPLITS, glyphs, load_dataset, train_pipeline
 from zoo.methods import build_model
 from zoo.metrics import evaluate, l2_normalise
@@ -40,8 +41,9 @@ def test_default_build_has_many_classes_of_enough_images(splits):
 
 
 def test_split_is_zero_shot_by_block(splits):
-    train, test = (set(splits[split].class_names) for split in ("train", "test"))
-    assert not train & test
+    train, test, pretrain = (set(splits[split].class_names) for split in ("train", "test", "pretrain"))
+    assert not train & test and not pretrain & (train | test)
+    assert len(train) == registry.TRAIN_CLASSES["glyphs"]  # the registry builds glyphs models for this many
     for split, image_set in splits.items():
         assert {glyphs.block_split(ord(name)) for name in image_set.class_names} == {split}
     # both splits mix scripts and symbols

@@ -36,7 +36,7 @@ PRETRAINED_DIR = Path(os.environ.get("ZOO_PRETRAINED_DIR", Path(__file__).resolv
 CACHE_SUBDIR = "zoo"  # downloaded weights go to keras.utils.get_file's cache: <Keras home>/zoo/
 
 # Number of training classes of each benchmark's zero-shot split (the classifier/discriminator size).
-TRAIN_CLASSES = {"digits": 5, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
+TRAIN_CLASSES = {"digits": 5, "glyphs": 352, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
 
 # The configuration a weights file is trained for (its card's provenance): what build() builds from.
 # The architecture keys must match the entry's for its weights to load; the training keys may have
