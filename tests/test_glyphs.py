@@ -46,8 +46,9 @@ def test_split_is_zero_shot_by_block(splits):
     assert len(train) == registry.TRAIN_CLASSES["glyphs"]  # the registry builds glyphs models for this many
     for split, image_set in splits.items():
         assert {glyphs.block_split(ord(name)) for name in image_set.class_names} == {split}
-    # both splits mix scripts and symbols
-    for split, image_set in splits.items():
+    # train and test both mix scripts and symbols; pretrain holds the letters of two other scripts
+    assert {glyphs.unicodedata.category(name)[0] for name in splits["pretrain"].class_names} <= {"L", "P"}
+    for split, image_set in ((split, splits[split]) for split in ("train", "test")):
         categories = {glyphs.unicodedata.category(name)[0] for name in image_set.class_names}
         assert {"L", "S"} <= categories, (split, categories)
 
