@@ -324,11 +324,6 @@ def test_keras_round_trip_keeps_embeddings_config_and_training_state(tmp_path, t
     assert int(loaded.optimizer.iterations) == 2 and int(loaded.generator_optimizer.iterations) == 2
 
 
-def test_saved_model_serves_the_same_embeddings(tmp_path, trained, batch):
-    trained.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)
-    reloaded = tf.saved_model.load(str(tmp_path / "export"))
-    served = reloaded.serve(tf.constant(batch[0]))
-    np.testing.assert_allclose(np.asarray(served), trained.predict(batch[0], verbose=0), atol=1e-5)
 
 
 # ---- registry, script, distribution, learning ----------------------------------------------------------

@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from zoo import losses
-from zoo.export import export_saved_model, load_saved_model
 from zoo.methods import build_model
 from zoo.methods.metric_model import MetricModel
 
@@ -72,15 +71,6 @@ def test_keras_round_trip_keeps_embeddings_and_loss_config(tmp_path, pk_batch):
     assert loaded.metric_loss.miner.name == "all"  # PML's default: every triplet
 
 
-def test_saved_model_serves_the_same_embeddings(tmp_path, pk_batch):
-    model = _model()
-    model.train_on_batch(*pk_batch)
-    path = export_saved_model(model, tmp_path / "export")
-    reloaded = load_saved_model(path)  # keep a reference: its variables live as long as it does
-    served = reloaded.serve(tf.constant(pk_batch[0]))["embeddings"]
-    np.testing.assert_allclose(np.asarray(served), model.predict(pk_batch[0], verbose=0), atol=1e-5)
-    with pytest.raises(FileExistsError):
-        export_saved_model(model, path)
 
 
 def test_miner_given_with_a_loss_object_is_refused():

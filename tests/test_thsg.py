@@ -339,12 +339,6 @@ def test_keras_round_trip_keeps_embeddings_config_and_training_state(tmp_path, s
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_saved_model_export_serves_the_same_embeddings(tmp_path, stepped, batch):
-    model = stepped["model"]
-    model.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)
-    reloaded = tf.saved_model.load(str(tmp_path / "export"))
-    served = reloaded.serve(tf.constant(batch[0]))
-    np.testing.assert_allclose(np.asarray(served), model.predict(batch[0], verbose=0), atol=1e-5)
 
 
 # ---- presets -----------------------------------------------------------------------------------------

@@ -339,13 +339,6 @@ def test_keras_round_trip_keeps_embeddings_and_config(tmp_path, pk_batch):
     assert as_json(actual["embedding_net"]) == as_json(expected["embedding_net"])
 
 
-def test_saved_model_export_serves_the_same_embeddings(tmp_path, pk_batch):
-    model = _model()
-    model.train_on_batch(*pk_batch)
-    model.export(str(tmp_path / "export"), format="tf_saved_model", verbose=False)
-    reloaded = tf.saved_model.load(str(tmp_path / "export"))
-    served = reloaded.serve(tf.constant(pk_batch[0]))
-    np.testing.assert_allclose(np.asarray(served), model.predict(pk_batch[0], verbose=0), atol=1e-5)
 
 
 # ---- the Sec. 4.4 batches ---------------------------------------------------------------------
