@@ -338,8 +338,6 @@ def test_presets_carry_the_paper_hyperparameters():
     assert zoo.get_entry("amdaml_digits")["backbone"] == "tiny_cnn"
 
 
-
-
 def test_training_script_refuses_loss_and_miner(monkeypatch, capsys):
     for flag, value in (("--loss", "margin"), ("--miner", "hard")):
         monkeypatch.setattr(sys, "argv", ["amdaml.py", "--dataset", "digits", flag, value])

@@ -302,8 +302,6 @@ def test_presets_name_the_three_benchmarks_configs():
     assert zoo.get_entry("htg_digits")["backbone"] == "tiny_cnn"
 
 
-
-
 def test_training_script_refuses_another_metric_loss(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["htg.py", "--dataset", "digits", "--loss", "margin"])
     with pytest.raises(SystemExit):

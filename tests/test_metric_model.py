@@ -71,8 +71,6 @@ def test_keras_round_trip_keeps_embeddings_and_loss_config(tmp_path, pk_batch):
     assert loaded.metric_loss.miner.name == "all"  # PML's default: every triplet
 
 
-
-
 def test_miner_given_with_a_loss_object_is_refused():
     with pytest.raises(ValueError, match="miner= applies to a loss given by name"):
         build_model("triplet", embedding_dim=8, input_size=32, loss=losses.TripletLoss(), miner="hard")

@@ -288,8 +288,6 @@ def test_keras_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-
-
 @pytest.mark.parametrize(
     "hyperparameters, message",
     [
@@ -331,7 +329,6 @@ def test_presets_build_their_models():
     assert isinstance(tiny_model().metric_loss, losses.ContrastiveLoss)  # the default base loss learns from scratch
     lrs = {p["dataset"]: p["training"]["learning_rate"] for p in profs.PRESETS}
     assert lrs == {"digits": 1e-4, "glyphs": 1e-3, "cub200": 1e-5, "cars196": 1e-5, "sop": 1e-4}  # Sec. 5.2
-
 
 
 def test_paper_presets_run_section_5_2_adam_with_a_10x_learning_rate_on_the_new_layer():

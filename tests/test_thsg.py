@@ -372,8 +372,6 @@ def test_paper_configs_build_unpublished_with_a_clear_warning():
     assert (model.pretrain_epochs, model.l2_weight_decay, model.classifier_optimizer.l2_weight_decay) == (1, 4e-4, 4e-4)
 
 
-
-
 def test_training_script_refuses_another_metric_loss(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["thsg.py", "--dataset", "digits", "--loss", "margin"])
     with pytest.raises(SystemExit):
