@@ -35,7 +35,7 @@ from zoo.training import (
 )
 
 # The run every resume test compares with: the CLI's triplet_digits preset cut to 3 epochs of 3 steps.
-RUN_FLAGS = ["--epochs", "3", "--steps-per-epoch", "3", "--eval-every", "3"]
+RUN_FLAGS = ["--dataset", "digits", "--epochs", "3", "--steps-per-epoch", "3", "--eval-every", "3"]  # small and fast
 
 
 def _config(run_dir: Path, *flags: str) -> TrainConfig:
@@ -193,12 +193,13 @@ def _publishing_run(tmp_path, monkeypatch, *flags: str) -> list:
     """One step of training whose measured MAP@R falls from 0.30 (untrained) to 0.10; returns the publishes."""
     published = []
     monkeypatch.setattr(training.registry, "publish", lambda *args, **kwargs: published.append(args))
-    measured = iter([{"map@r": 0.30}, {"map@r": 0.10}])
+    measured = iter([{"map@r": 0.30}, {"map@r": 0.05}, {"map@r": 0.10}])  # untrained, raw pixels, trained
     monkeypatch.setattr(training, "measure", lambda *args: next(measured))
     parser = argparse.ArgumentParser()
     add_train_arguments(parser)
     train(config_from_args(parser.parse_args(
-        ["--epochs", "1", "--steps-per-epoch", "1", "--run-dir", str(tmp_path / "run"), "--publish", "triplet_digits",
+        ["--dataset", "digits", "--epochs", "1", "--steps-per-epoch", "1", "--run-dir", str(tmp_path / "run"),
+         "--publish", "triplet_digits",
          *flags])))
     return published
 
