@@ -403,7 +403,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
     """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's)."""
     if method is None:
         parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
-    parser.add_argument("--dataset", default="glyphs", choices=DATASETS, help="training and test data")
+    parser.add_argument("--dataset", default="glyphs", help=f"training and test data: {', '.join(DATASETS)}")
     parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
     parser.add_argument("--epochs", type=int)
