@@ -1,4 +1,4 @@
-"""Shared by the learning tests: retrieval metrics of a model before and after a short ``fit``."""
+"""Shared by the tests: retrieval metrics of a model before and after a short ``fit``; a simulated kill."""
 
 from typing import Iterable
 
@@ -32,3 +32,15 @@ def fit_and_measure(
     before = measure()
     model.fit(train_data, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=list(callbacks))
     return before, measure()
+
+
+class CrashAtStep(keras.callbacks.Callback):
+    """Stops training at a given optimizer step, as a kill would (after the previous epochs' backups)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) == self.step:
+            raise KeyboardInterrupt("simulated kill")

@@ -34,6 +34,8 @@ from zoo.training import (
     train,
 )
 
+from learning import CrashAtStep
+
 # The run every resume test compares with: the CLI's triplet_digits preset cut to 3 epochs of 3 steps.
 RUN_FLAGS = ["--dataset", "digits", "--epochs", "3", "--steps-per-epoch", "3", "--eval-every", "3"]  # small and fast
 
@@ -54,18 +56,6 @@ def uninterrupted(tmp_path_factory) -> list[float]:
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
     train(_config(run_dir))
     return _losses(run_dir)
-
-
-class _Crash(keras.callbacks.Callback):
-    """Stops the process's training at a given optimizer step, as a kill would."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) == self.step:
-            raise KeyboardInterrupt("simulated kill")
 
 
 class _Poison(keras.callbacks.Callback):
@@ -143,7 +133,7 @@ def test_a_non_finite_epoch_is_never_backed_up(tmp_path, pk_batch):
 def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(tmp_path, monkeypatch, uninterrupted):
     run_dir = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _with_callback(patch, _Crash(5))
+        _with_callback(patch, CrashAtStep(5))
         with pytest.raises(KeyboardInterrupt):
             train(_config(run_dir))  # epoch 1 finished (3 steps), killed during epoch 2
     assert len(_losses(run_dir)) == 1 and not (run_dir / "lock").exists()

@@ -11,6 +11,8 @@ from zoo.callbacks import read_epoch_log
 from zoo.methods.metric_model import MetricModel
 from zoo.training import TrainConfig, add_train_arguments, config_from_args, train
 
+from learning import CrashAtStep
+
 
 def _history_epochs(run_dir) -> list[int]:
     return [int(row["epoch"]) for row in read_epoch_log(run_dir / "history.jsonl")]
@@ -41,21 +43,9 @@ def test_training_improves_map_at_r_and_nmi_on_unseen_classes(tmp_path):
     assert "val_map@r" in history[-1]  # RetrievalEvaluation put its metrics in the epoch logs
 
 
-class _CrashAtStep(keras.callbacks.Callback):
-    """Simulates a kill in the middle of an epoch, after the previous epochs' backups."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations) == self.step:
-            raise KeyboardInterrupt("simulated kill")
-
-
 def test_resume_continues_from_the_last_finished_epoch(tmp_path, monkeypatch):
     config = TrainConfig(dataset="digits", epochs=3, steps_per_epoch=2, eval_every=3, run_dir=str(tmp_path / "run"))
-    monkeypatch.setattr(MetricModel, "training_callbacks", lambda self: [_CrashAtStep(5)])
+    monkeypatch.setattr(MetricModel, "training_callbacks", lambda self: [CrashAtStep(5)])
     with pytest.raises(KeyboardInterrupt):
         train(config)  # epochs 0 and 1 finished (4 steps), killed during epoch 2
     assert _history_epochs(tmp_path / "run") == [0, 1]
