@@ -1,59 +1,179 @@
-"""Every method beside the baselines on unseen classes: same data, network, initialisation and budget, several seeds.
+"""Every method beside the baselines its paper compares with: same data, network, initialisation and budget, 3 seeds.
 
-Each method trains with its ``<method>_glyphs`` preset (``zoo.methods.glyphs_preset``: ``small_cnn``, 32 px, 64-d,
-P16 x K4, Adam 1e-3, the paper's hyperparameters) through ``zoo.training.train``, as ``zoo train`` does, for the
-same number of steps, from scratch or fine-tuned from the zoo's pretrained backbone (``--backbone-weights glyphs``,
-the offline stand-in for the papers' ImageNet start). Reports MAP@R, R@1 and NMI on the unseen test classes as
-mean +- std over the seeds, and the untrained model's.
+Each run trains through ``zoo.training.train`` (as ``zoo train`` does) from a ``<method>_glyphs`` preset
+(``zoo.methods.glyphs_preset``: ``small_cnn``, 32 px, 64-d, P16 x K4, Adam 1e-3, the paper's hyperparameters) on
+the glyphs' 352 training characters, for the same number of steps (two epochs), either from scratch or fine-tuned
+from the zoo's pretrained backbone (``--backbone-weights glyphs``: the offline stand-in for the papers' ImageNet
+start, pretrained on 174 other characters). Reports MAP@R, R@1 and NMI on the 308 unseen test characters as
+mean +- std over the seeds, and each method's gain over the best of its paper's baselines.
 
-    python benchmarks/compare_methods.py                                   # all methods, 3 seeds, from scratch
+The baselines are the ones each paper's tables compare with:
+- THSG (Tables 3-5): the triplet loss on random triplets, and semi-hard / distance-weighted mining with and without
+  THSG (THSG(Semi), THSG(D)); top-k (Table 1): uniform, semi-hard and distance-weighted triplets, contrastive,
+  lifted structure, N-pair, angular, Proxy-NCA; PROFS (Tables 1-3): its base loss without PROFS (contrastive);
+  AMDAML and HTG: the triplet (random negatives) and contrastive losses. Every method is also compared with the
+  zoo's default baseline (PML's all-triplets triplet).
+
+Every finished run is stored in ``--results`` (JSON lines) and skipped when the script runs again, so a killed
+benchmark resumes; ``--report`` prints the table from that file without training.
+
     python benchmarks/compare_methods.py --backbone-weights glyphs         # fine-tuned from the pretrained backbone
-    python benchmarks/compare_methods.py --methods triplet topk --seeds 0 --steps 100
+    python benchmarks/compare_methods.py                                   # from scratch
+    python benchmarks/compare_methods.py --runs triplet thsg --seeds 0 --steps 100
+    python benchmarks/compare_methods.py --report
+    python benchmarks/compare_methods.py --runs thsg --set classifier_learning_rate=0.01   # one reading of a method
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from zoo.names import METHOD_NAMES
-from zoo.training import config_from_preset, train
-
 KEY_METRICS = ("map@r", "recall@1", "nmi")
+
+# name -> (preset, hyperparameter overrides, training overrides)
+RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "triplet": ("triplet_glyphs", {}, {}),
+    "contrastive": ("triplet_glyphs", {"loss": "contrastive"}, {}),
+    "triplet-random": ("triplet_glyphs", {"loss": "facenet-triplet", "miner": "random"}, {}),
+    "triplet-semi-hard": ("triplet_glyphs", {"loss": "facenet-triplet", "miner": "semi-hard"}, {}),
+    "triplet-distance-weighted": ("triplet_glyphs", {"loss": "facenet-triplet", "miner": "distance-weighted"}, {}),
+    "lifted": ("triplet_glyphs", {"loss": "lifted"}, {}),
+    "npair": ("triplet_glyphs", {"loss": "npair", "miner": None}, {}),
+    "angular": ("triplet_glyphs", {"loss": "angular", "miner": None}, {}),
+    "proxy-nca": ("triplet_glyphs", {"loss": "proxy-nca", "miner": None}, {}),
+    "thsg": ("thsg_glyphs", {}, {}),
+    "thsg-semi-hard": ("thsg_glyphs", {"miner": "semi-hard"}, {}),
+    "thsg-distance-weighted": ("thsg_glyphs", {"miner": "distance-weighted"}, {}),
+    "topk": ("topk_glyphs", {}, {}),
+    "profs": ("profs_glyphs", {}, {}),
+    "amdaml": ("amdaml_glyphs", {}, {}),
+    "htg": ("htg_glyphs", {}, {}),
+}
+
+# Each method's paper baselines (every comparison also holds the zoo's default baseline, "triplet").
+PAPER_BASELINES: dict[str, tuple[str, ...]] = {
+    "thsg": ("triplet-random",),
+    "thsg-semi-hard": ("triplet-semi-hard",),
+    "thsg-distance-weighted": ("triplet-distance-weighted",),
+    "topk": ("triplet-random", "triplet-semi-hard", "triplet-distance-weighted", "contrastive", "lifted", "npair",
+             "angular", "proxy-nca"),
+    "profs": ("contrastive",),
+    "amdaml": ("triplet-random", "contrastive"),
+    "htg": ("triplet-random", "contrastive"),
+}
+
+
+def protocol_name(backbone_weights: str | None) -> str:
+    return f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
+
+
+def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """Train run ``name`` once (``settings`` override its hyperparameters); returns its metrics, the untrained
+    model's and the last epoch's logs."""
+    from zoo.training import config_from_preset, read_epoch_log, train  # noqa: PLC0415 (TensorFlow after argparse)
+
+    preset, hyperparameters, training = RUNS[name]
+    with tempfile.TemporaryDirectory() as run_dir:
+        config = config_from_preset(preset, seed=seed, run_dir=run_dir, epochs=2, steps_per_epoch=steps // 2,
+                                    eval_every=10**6, backbone_weights=backbone_weights, measure_raw_pixels=False,
+                                    **training)
+        config.hyperparameters.update({**hyperparameters, **settings})
+        start = time.perf_counter()
+        result = train(config)
+        seconds = time.perf_counter() - start
+        logs = read_epoch_log(Path(run_dir) / "history.jsonl")[-1]
+    return {"metrics": result["metrics"], "untrained": result["metrics_untrained"], "last_epoch": logs,
+            "seconds": round(seconds, 1)}
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``name=value`` with a Python literal value (a bare word stays a string)."""
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"--set takes name=value, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value
+
+
+def run_label(name: str, settings: dict[str, Any]) -> str:
+    return name + "".join(f" {key}={value}" for key, value in settings.items())
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
+
+def report(rows: list[dict[str, Any]], protocol: str, steps: int) -> str:
+    """The Markdown table of one protocol: mean +- std per run, each method's MAP@R gain over the best of its
+    paper's baselines and over the zoo's default baseline (``triplet``)."""
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["protocol"] == protocol and row["steps"] == steps:
+            by_label.setdefault(row["run"], []).append(row)
+    mean = {label: float(np.mean([r["metrics"]["map@r"] for r in runs])) for label, runs in by_label.items()}
+    order = list(RUNS)
+    lines = [f"glyphs, 308 unseen test classes; {protocol}, {steps} steps; mean +- std over the seeds",
+             "| run | seeds | untrained MAP@R | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - best paper baseline "
+             "| MAP@R - triplet |",
+             "|---|--:|--:|" + "--:|" * len(KEY_METRICS) + "--:|---|--:|"]
+    for label in sorted(by_label, key=lambda label: (order.index(label.split()[0]), label)):
+        runs = by_label[label]
+        cells = []
+        for metric in KEY_METRICS:
+            values = np.array([r["metrics"][metric] for r in runs])
+            cells.append(f"{values.mean():.3f} +- {values.std():.3f}")
+        untrained = np.mean([r["untrained"]["map@r"] for r in runs])
+        seconds = np.mean([r["seconds"] for r in runs])
+        baselines = [b for b in PAPER_BASELINES.get(label.split()[0], ()) if b in mean]
+        paper_gain = ""
+        if baselines:
+            best = max(baselines, key=mean.get)
+            paper_gain = f"{mean[label] - mean[best]:+.3f} vs {best}"
+        zoo_gain = f"{mean[label] - mean['triplet']:+.3f}" if "triplet" in mean and label != "triplet" else ""
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        lines.append(f"| {label} | {seeds} | {untrained:.3f} | " + " | ".join(cells)
+                     + f" | {seconds:.0f} | {paper_gain} | {zoo_gain} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run (two epochs)")
     parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn")
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results/compare_methods.jsonl"))
+    parser.add_argument("--set", nargs="+", type=parse_setting, default=[], metavar="NAME=VALUE",
+                        help="hyperparameters for the runs (a reading of a method); stored as part of the run's name")
+    parser.add_argument("--report", action="store_true", help="print the table of the stored runs; train nothing")
     args = parser.parse_args()
-    rows = []
-    for method in args.methods:
-        runs = []
-        for seed in args.seeds:
-            with tempfile.TemporaryDirectory() as run_dir:
-                config = config_from_preset(f"{method}_glyphs", seed=seed, run_dir=run_dir, epochs=2,
-                                            steps_per_epoch=args.steps // 2, eval_every=2,
-                                            backbone_weights=args.backbone_weights)
-                result = train(config)
-            runs.append((result["metrics_untrained"], result["metrics"]))
-        rows.append((method, runs))
-    start = "fine-tuned from the pretrained small_cnn" if args.backbone_weights else "from scratch"
-    print(f"glyphs, unseen test classes; each method's glyphs preset, {start}, {args.steps} steps, seeds {args.seeds}")
-    print("| method | untrained MAP@R | " + " | ".join(KEY_METRICS) + " |")
-    print("|---|--:|" + "--:|" * len(KEY_METRICS))
-    for method, runs in rows:
-        untrained = np.mean([before["map@r"] for before, _ in runs])
-        cells = []
-        for name in KEY_METRICS:
-            values = np.array([after[name] for _, after in runs])
-            cells.append(f"{values.mean():.3f} +- {values.std():.3f}")
-        print(f"| {method} | {untrained:.3f} | " + " | ".join(cells) + " |")
+    protocol = protocol_name(args.backbone_weights)
+    settings = dict(args.set)
+    if not args.report:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        done = {(r["protocol"], r["steps"], r["run"], r["seed"]) for r in read_results(args.results)}
+        for seed in args.seeds:  # seed-major: a partial benchmark already compares every run
+            for name in args.runs:
+                label = run_label(name, settings)
+                if (protocol, args.steps, label, seed) in done:
+                    continue
+                row = {"protocol": protocol, "steps": args.steps, "run": label, "seed": seed,
+                       **run_once(name, seed, args.steps, args.backbone_weights, settings)}
+                with args.results.open("a") as results:
+                    results.write(json.dumps(row) + "\n")
+                print(f"{label} seed {seed}: MAP@R {row['metrics']['map@r']:.3f} ({row['seconds']} s)", flush=True)
+    print(report(read_results(args.results), protocol, args.steps))
 
 
 if __name__ == "__main__":

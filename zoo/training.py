@@ -99,6 +99,7 @@ class TrainConfig:
     publish_as: str | None = None
     force: bool = False  # publish even when MAP@R is below the untrained model's
     command: str | None = None
+    measure_raw_pixels: bool = True  # the raw-pixel baseline of the evaluation set (off in benchmarks: the same per run)
 
     def __post_init__(self) -> None:
         if self.recall_ks is None:
@@ -310,7 +311,10 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         model = build_and_compile(config, train_set.num_classes)
 
     baselines = {}  # measured once per run, kept for a resumed run
-    for name, baseline in (("untrained", model), ("raw_pixels", raw_pixel_model(config.input_size))):
+    measured = [("untrained", model)]
+    if config.measure_raw_pixels:
+        measured.append(("raw_pixels", raw_pixel_model(config.input_size)))
+    for name, baseline in measured:
         path = run_dir / f"metrics_{name}.json"
         if config.resume and path.exists():
             baselines[name] = json.loads(path.read_text())
@@ -336,11 +340,12 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         augmentation=config.augmentation, crop_scale=tuple(config.crop_scale),
     )
     eval_data, gallery_data = evaluation_pipelines(queries, gallery, config)
+    evaluation = RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"),
+                                     log_images=True, reference_dataset=gallery_data, recall_ks=config.recall_ks,
+                                     precision_ks=config.precision_ks, seed=config.seed)
     callbacks = [
         *model.training_callbacks(),
-        RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"), log_images=True,
-                            reference_dataset=gallery_data, recall_ks=config.recall_ks,
-                            precision_ks=config.precision_ks),
+        evaluation,
         EpochLog(str(history_path)),
         backup,
         keras.callbacks.TensorBoard(str(run_dir / "logs")),
@@ -353,13 +358,14 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         backups = backup.backups()
         kept_state = f"{backups[0]} keeps the last finite state" if backups else "no epoch had finished"
         raise TrainingDiverged(f"{error} {kept_state}; nothing else was saved or published") from None
-    metrics = measure(model, queries, gallery, config)
+    last = evaluation.history[-1] if evaluation.history else None  # the callback measured the final weights
+    metrics = last["metrics"] if last and last["epoch"] == config.epochs - 1 else measure(model, queries, gallery, config)
     _write_json(run_dir / "metrics.json", metrics)
     _write_atomically(run_dir / "model.keras", model.save)
     if config.publish_as:
         check_publishable(model, metrics, untrained, config.force)
         registry.publish(config.publish_as, model, metrics, untrained, command=config.command)
-    return {"metrics": metrics, "metrics_untrained": untrained, "metrics_raw_pixels": baselines["raw_pixels"],
+    return {"metrics": metrics, "metrics_untrained": untrained, "metrics_raw_pixels": baselines.get("raw_pixels"),
             "run_dir": str(run_dir)}
 
 
