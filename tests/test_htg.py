@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo import losses
+from zoo import losses, ops
 from zoo.data import load_dataset, train_pipeline
 from zoo.methods import build_model, htg
 from zoo.methods.htg import HTG
@@ -64,7 +64,7 @@ def test_inverse_triplet_loss_hand_example():
     positive = tf.constant([[1.0, 0.0], [1.0, 0.0]])
     negative = tf.constant([[0.0, 2.0], [0.5, 0.0]])
     # d(a,p) = 1; d(a,n) = 4 -> [4 - 1 + 0.2]_+ = 3.2; d(a,n) = 0.25 -> [0.25 - 1 + 0.2]_+ = 0; mean 1.6
-    assert float(htg.inverse_triplet_loss(anchor, positive, negative, 0.2)) == pytest.approx(1.6)
+    assert float(losses.inverted_triplet_loss(anchor, positive, negative, 0.2)) == pytest.approx(1.6)
     # F's triplet loss on the same triplets is the mirror image: 0 and 0.95
     assert float(losses.triplet_loss(anchor, positive, negative, 0.2)) == pytest.approx(0.475)
 
@@ -90,11 +90,11 @@ def test_discriminator_has_k_plus_one_classes_and_its_loss_is_real_plus_b_fake(b
     embeddings = model(batch[0])
     labels = tf.constant(batch[1])
     triplets = model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64))
-    real = htg.gather_triplets(embeddings, triplets)
+    real = ops.gather_triplets(embeddings, triplets)
     logits = model.discriminate(real)
     assert logits.shape == (3 * len(triplets[0]), NUM_CLASSES + 1)
     # D's loss, from the logits before its update: real rows under their labels, generated rows under class K
-    real_loss = losses.softmax_cross_entropy(logits, htg.gather_triplets(labels, triplets))
+    real_loss = losses.softmax_cross_entropy(logits, ops.gather_triplets(labels, triplets))
     fake_loss = losses.softmax_cross_entropy(model.discriminate(model.generator(real)), NUM_CLASSES)
     logs = model.discriminator_step(embeddings, labels, triplets)
     assert float(logs["real_loss"]) == pytest.approx(float(real_loss), rel=1e-6)
@@ -114,10 +114,10 @@ def test_discriminator_learns_the_fake_class():
     kernel.assign(tf.random.stateless_normal(kernel.shape, seed=[3, 4]))
     for _ in range(100):
         model.discriminator_step(embeddings, labels, triplets)
-    real = htg.gather_triplets(embeddings, triplets)
+    real = ops.gather_triplets(embeddings, triplets)
     real_class = tf.argmax(model.discriminate(real), axis=-1).numpy()
     fake_class = tf.argmax(model.discriminate(model.generator(real)), axis=-1).numpy()
-    np.testing.assert_array_equal(real_class, htg.gather_triplets(labels, triplets).numpy().reshape(-1))
+    np.testing.assert_array_equal(real_class, ops.gather_triplets(labels, triplets).numpy().reshape(-1))
     assert np.all(fake_class == NUM_CLASSES)
 
 
@@ -129,8 +129,8 @@ def test_generator_inverts_the_triplets(batch):
     triplets = model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64))
 
     def losses_of_generated() -> tuple[float, float]:
-        a, p, n = tf.unstack(model.generator(htg.gather_triplets(embeddings, triplets)), axis=1)
-        return float(htg.inverse_triplet_loss(a, p, n, 0.2)), float(losses.triplet_loss(a, p, n, 0.2))
+        a, p, n = tf.unstack(model.generator(ops.gather_triplets(embeddings, triplets)), axis=1)
+        return float(losses.inverted_triplet_loss(a, p, n, 0.2)), float(losses.triplet_loss(a, p, n, 0.2))
 
     inverse_before, triplet_before = losses_of_generated()
     for _ in range(20):
@@ -151,11 +151,11 @@ def test_f_loss_sums_the_terms_of_its_reading(batch, f_loss, real_weight, cls_we
     kernel.assign(0.05 * tf.random.stateless_normal(kernel.shape, seed=[5, 6]))
     embeddings = model(images, training=True)
     triplets = model.metric_loss.mine(embeddings, labels, model.step_seed())
-    real = htg.gather_triplets(embeddings, triplets)
+    real = ops.gather_triplets(embeddings, triplets)
     generated = model.generator(real)
     real_loss = float(losses.triplet_loss(*tf.unstack(real, axis=1), 0.2))
     generated_loss = float(losses.triplet_loss(*tf.unstack(generated, axis=1), 0.2))
-    cls = float(losses.softmax_cross_entropy(model.discriminate(generated), htg.gather_triplets(labels, triplets)))
+    cls = float(losses.softmax_cross_entropy(model.discriminate(generated), ops.gather_triplets(labels, triplets)))
     assert abs(generated_loss - real_loss) > 1e-3
     _, _, _, logs = model.embedding_step(images, labels)
     assert float(logs["real_triplet_loss"]) == pytest.approx(real_loss, rel=1e-5)
@@ -236,7 +236,7 @@ def test_f_gradient_flows_through_the_generator(batch):
     with tf.GradientTape() as tape:
         embeddings = model(images, training=True)
         triplets = model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64))
-        a, p, n = tf.unstack(model.generator(htg.gather_triplets(embeddings, triplets)), axis=1)
+        a, p, n = tf.unstack(model.generator(ops.gather_triplets(embeddings, triplets)), axis=1)
         loss = losses.triplet_loss(a, p, n, 0.2)
     grads = tape.gradient(loss, model.embedding_net.trainable_variables + model.discriminator.trainable_variables)
     net_grads = grads[: len(model.embedding_net.trainable_variables)]
@@ -326,7 +326,7 @@ def test_digits_run_beats_the_untrained_model():
     # G's triplets are harder for the trained F than the triplets they are made of
     images, labels = next(iter(train_pipeline(train_set, 32, 5, 16, seed=1)))
     embeddings = model(images)
-    real = htg.gather_triplets(embeddings, model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64)))
+    real = ops.gather_triplets(embeddings, model.metric_loss.mine(embeddings, labels, tf.constant([0, 0], tf.int64)))
     original, generated = (losses.triplet_loss(*tf.unstack(t, axis=1)) for t in (real, model.generator(real)))
     # G at 1e-5 hardens them gently in 30 steps: 0.0064 vs 0.0058
     assert float(generated) > 1.03 * float(original) > 0, (float(original), float(generated))

@@ -54,6 +54,15 @@ def test_steps_move_the_embedding_net_and_count_every_optimizers_updates(stepped
         assert int(optimizer.iterations) == 3, (stepped["method"], name)
 
 
+def test_every_optimizer_belongs_to_a_declared_sub_network_and_trains_only_it(stepped):
+    model = stepped["model"]
+    declared = [optimizer for _, optimizer in model.sub_networks()]
+    assert {id(o) for o in optimizers(model).values()} == {id(model.optimizer), *map(id, declared)}, stepped["method"]
+    for network, optimizer in [(None, model.optimizer), *model.sub_networks()]:
+        trained = network.trainable_variables if network is not None else model.own_variables()
+        assert [id(v) for v in optimizer._trainable_variables] == [id(v) for v in trained], (stepped["method"], network)
+
+
 def test_call_returns_unit_embeddings(stepped):
     embeddings = np.asarray(stepped["model"](stepped["images"]))
     assert embeddings.shape == (len(stepped["images"]), 8)

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
-from zoo import ops
+from zoo import losses, ops
 from zoo.data import load_dataset, train_pipeline
 from zoo.methods import build_model
 from zoo.methods import thsg
@@ -118,14 +118,14 @@ def test_adaptive_reverse_margin_and_eq5_weights_hand_values():
     )
 
 
-def test_reverse_triplet_loss_hand_example():
+def test_art_loss_eq18_hand_example():
     generated = Triplet(
         anchor=tf.constant([[0.0, 0.0], [0.0, 0.0]]),
         positive=tf.constant([[1.0, 0.0], [1.0, 0.0]]),
         negative=tf.constant([[0.0, 0.5], [2.0, 0.0]]),
     )
     # [||â - n̂||² - ||â - p̂||² + τr]_+: [0.25 - 1 + 0.1]_+ = 0 and [4 - 1 + 0.1]_+ = 3.1; mean 1.55
-    assert float(thsg.reverse_triplet_loss(generated, 0.1)) == pytest.approx(1.55)
+    assert float(losses.inverted_triplet_loss(*generated, 0.1)) == pytest.approx(1.55)
 
 
 def test_softmax_reconstruction_and_generator_loss_hand_values():

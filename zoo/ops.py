@@ -99,6 +99,11 @@ def num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def gather_triplets(values: tf.Tensor, triplets: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
+    """The (T, 3, ...) stack of the rows of ``values`` at the (anchor, positive, negative) index triplets."""
+    return tf.stack([tf.gather(values, index) for index in triplets], axis=1)
+
+
 def gather_global_batch(*tensors: tf.Tensor) -> tuple[tf.Tensor, ...]:
     """Concatenate per-replica tensors along axis 0 so that mining sees the whole global batch.
 

@@ -38,7 +38,7 @@ from zoo.losses.proxy import (
     ProxyNCALoss,
     SoftTripleLoss,
 )
-from zoo.losses.triplet import MarginLoss, TripletLoss, facenet_triplet_loss, triplet_loss
+from zoo.losses.triplet import MarginLoss, TripletLoss, facenet_triplet_loss, inverted_triplet_loss, triplet_loss
 from zoo.losses.tuples import AngularLoss, FastAPLoss, NPairLoss, one_pair_per_class
 
 
@@ -129,6 +129,6 @@ __all__ = [
     "CrossBatchMemory", "FastAPLoss", "GeneralizedLiftedStructureLoss", "KerasMetricLoss", "LiftedStructuredLoss",
     "MarginLoss", "MetricLoss", "MultiSimilarityLoss", "NPairLoss", "NTXentLoss", "NormalizedSoftmaxLoss",
     "PairLoss", "ProxyAnchorLoss", "ProxyLoss", "ProxyNCALoss", "SoftTripleLoss", "SupConLoss", "TripletBasedLoss",
-    "TripletLoss", "CLASS_AWARE_LOSSES", "LOSSES", "PML_EQUIVALENTS", "facenet_triplet_loss", "get",
+    "TripletLoss", "CLASS_AWARE_LOSSES", "LOSSES", "PML_EQUIVALENTS", "facenet_triplet_loss", "get", "inverted_triplet_loss",
     "masked_logsumexp", "one_pair_per_class", "softmax_cross_entropy", "triplet_loss",
 ]

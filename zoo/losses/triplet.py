@@ -24,6 +24,14 @@ def triplet_loss(
     return tf.math.divide_no_nan(tf.reduce_sum(hinge), tf.cast(tf.size(hinge), tf.float32))
 
 
+def inverted_triplet_loss(
+    anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float, squared: bool = True
+) -> tf.Tensor:
+    """Mean ``[d(a,n) - d(a,p) + margin]_+``: :func:`triplet_loss` with p and n swapped, the generators'
+    objective that makes a triplet hard (THSG eq. 18, the ART loss with margin τr; HTG's L_inv with margin m)."""
+    return triplet_loss(anchor, negative, positive, margin, squared)
+
+
 @keras.saving.register_keras_serializable(package="zoo")
 class TripletLoss(TripletBasedLoss):
     """Triplet margin loss (Weinberger & Saul, "Distance Metric Learning for Large Margin Nearest

@@ -352,14 +352,8 @@ class AMDAML(MetricModel):
         self.generator = MixupNegativeGenerator(theta_max, name="generator", dtype="float32")
         self.generator_optimizer = keras.optimizers.SGD(self.generator_learning_rate)
 
-    def compile(self, *args, **kwargs) -> None:
-        """F's optimizer from the arguments; each optimizer is built on exactly the variables it updates."""
-        super().compile(*args, **kwargs)
-        self.optimizer.build(self.embedding_net.trainable_variables)
-        self.generator_optimizer.build(self.generator.trainable_variables)
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        self.compile(**keras.saving.deserialize_keras_object(config))
+    def sub_networks(self) -> list[tuple[keras.Model, keras.optimizers.Optimizer]]:
+        return [(self.generator, self.generator_optimizer)]
 
     def regularized_variables(self) -> list[tf.Variable]:
         """eq. 5's W^(m) and b^(m): the embedding net's trainable kernels and biases."""

@@ -69,18 +69,6 @@ from zoo.methods.metric_model import MetricModel
 
 
 # ---- loss math (pure) ------------------------------------------------------------------------
-def inverse_triplet_loss(
-    anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float, squared: bool = True
-) -> tf.Tensor:
-    """G's objective: mean ``[d(a,n) - d(a,p) + m]_+``, the triplet loss with p and n swapped."""
-    return losses_lib.triplet_loss(anchor, negative, positive, margin, squared)
-
-
-def gather_triplets(values: tf.Tensor, triplets: miners_lib.Triplets) -> tf.Tensor:
-    """The (T, 3, ...) stack of the triplets' anchor, positive and negative rows of ``values``."""
-    return tf.stack([tf.gather(values, index) for index in triplets], axis=1)
-
-
 def generate_triplets(generator: keras.Model, real: tf.Tensor, through_generator: bool) -> tf.Tensor:
     """G's triplets for F's loss: ``G(t)``, or ``t + stop_gradient(G(t) - t)`` when F's gradient should not
     pass through G (the same values, with the identity as Jacobian)."""
@@ -175,15 +163,8 @@ class HTG(MetricModel):
         """D's (3 T, K + 1) logits of the vectors of (T, 3, d) triplets, in row-major order."""
         return self.discriminator(tf.reshape(triplets, [-1, self.embedding_dim]))
 
-    def compile(self, *args, **kwargs) -> None:
-        """F's optimizer from the arguments; each optimizer is built on exactly the variables it updates."""
-        super().compile(*args, **kwargs)
-        self.optimizer.build(self.embedding_net.trainable_variables)
-        self.generator_optimizer.build(self.generator.trainable_variables)
-        self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        self.compile(**keras.saving.deserialize_keras_object(config))
+    def sub_networks(self) -> list[tuple[keras.Model, keras.optimizers.Optimizer]]:
+        return [(self.generator, self.generator_optimizer), (self.discriminator, self.discriminator_optimizer)]
 
     # ---- the three updates, in train_step's order -------------------------------------------
     def embedding_step(
@@ -195,12 +176,12 @@ class HTG(MetricModel):
             embeddings = self(images, training=True)
             embeddings, labels = ops.gather_global_batch(embeddings, labels)
             triplets = self.metric_loss.mine(embeddings, labels, self.step_seed())
-            real = gather_triplets(tf.cast(embeddings, tf.float32), triplets)
+            real = ops.gather_triplets(tf.cast(embeddings, tf.float32), triplets)
             generated = generate_triplets(self.generator, real, self.f_through_g)
             real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared)
             generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared)
             f_cls_loss = losses_lib.softmax_cross_entropy(
-                self.discriminate(generated), gather_triplets(labels, triplets)
+                self.discriminate(generated), ops.gather_triplets(labels, triplets)
             )
             use_real, use_cls = self.f_loss != "generated", self.f_loss == "real+generated+cls"
             loss = (
@@ -220,34 +201,38 @@ class HTG(MetricModel):
         self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
     ) -> dict[str, tf.Tensor]:
         """D's update: ``L_real + b L_fake`` (K real classes, fake class K)."""
-        real = gather_triplets(embeddings, triplets)
+        real = ops.gather_triplets(embeddings, triplets)
         generated = self.generator(real)
-        with tf.GradientTape() as tape:
-            real_loss = losses_lib.softmax_cross_entropy(self.discriminate(real), gather_triplets(labels, triplets))
-            fake_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), self.num_classes)
-            loss = real_loss + self.b * fake_loss
-            scaled_loss = loss / ops.num_replicas()
-        variables = self.discriminator.trainable_variables
-        self.discriminator_optimizer.apply(tape.gradient(scaled_loss, variables), variables)
-        return {"discriminator_loss": loss, "real_loss": real_loss, "fake_loss": fake_loss}
+        terms = {}
+
+        def loss_fn() -> tf.Tensor:
+            terms["real_loss"] = losses_lib.softmax_cross_entropy(self.discriminate(real), ops.gather_triplets(labels, triplets))
+            terms["fake_loss"] = losses_lib.softmax_cross_entropy(self.discriminate(generated), self.num_classes)
+            return terms["real_loss"] + self.b * terms["fake_loss"]
+
+        loss = self.update_network(self.discriminator, self.discriminator_optimizer, loss_fn)
+        return {"discriminator_loss": loss, **terms}
 
     def generator_step(
         self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
     ) -> dict[str, tf.Tensor]:
         """G's update: ``L_inv + b L_cls`` against the current D."""
-        real = gather_triplets(embeddings, triplets)
-        with tf.GradientTape() as tape:
+        real = ops.gather_triplets(embeddings, triplets)
+        terms = {}
+
+        def loss_fn() -> tf.Tensor:
             generated = self.generator(real)
             anchor, positive, negative = tf.unstack(generated, axis=1)
-            inverse_loss = inverse_triplet_loss(
+            terms["inverse_loss"] = losses_lib.inverted_triplet_loss(
                 anchor, positive, negative, self.metric_loss.margin, self.metric_loss.squared
             )
-            cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), gather_triplets(labels, triplets))
-            loss = inverse_loss + self.b * cls_loss
-            scaled_loss = loss / ops.num_replicas()
-        variables = self.generator.trainable_variables
-        self.generator_optimizer.apply(tape.gradient(scaled_loss, variables), variables)
-        return {"generator_loss": loss, "inverse_loss": inverse_loss, "cls_loss": cls_loss}
+            terms["cls_loss"] = losses_lib.softmax_cross_entropy(
+                self.discriminate(generated), ops.gather_triplets(labels, triplets)
+            )
+            return terms["inverse_loss"] + self.b * terms["cls_loss"]
+
+        loss = self.update_network(self.generator, self.generator_optimizer, loss_fn)
+        return {"generator_loss": loss, **terms}
 
     def train_step(self, data):
         images, labels = data[0], data[1]

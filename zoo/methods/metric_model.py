@@ -123,6 +123,40 @@ class MetricModel(keras.Model):
         """
         return [TrainingMonitor()]
 
+    def sub_networks(self) -> list[tuple[keras.Model, keras.optimizers.Optimizer]]:
+        """The method's other networks (generators, discriminators, classifiers), each with its own optimizer.
+
+        ``compile`` builds each optimizer on exactly its network's variables and the compiled optimizer on the
+        rest (:meth:`own_variables`), so a ``.keras`` file restores every optimizer's state. None here.
+        """
+        return []
+
+    def own_variables(self) -> list[tf.Variable]:
+        """The variables the compiled optimizer trains: every trainable one outside the sub-networks."""
+        theirs = {id(v) for network, _ in self.sub_networks() for v in network.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) not in theirs]
+
+    def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
+        """Keras' ``compile``; then, on a built model, every optimizer is built on the variables it updates."""
+        super().compile(optimizer=optimizer, **kwargs)
+        if self.built:
+            self.optimizer.build(self.own_variables())
+            for network, sub_optimizer in self.sub_networks():
+                sub_optimizer.build(network.trainable_variables)
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        """Restore ``compile`` (and so every optimizer's variables) when a ``.keras`` file is loaded."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def update_network(self, network: keras.Model, optimizer: keras.optimizers.Optimizer, loss_fn) -> tf.Tensor:
+        """One gradient step of ``network`` alone on ``loss_fn()`` (a mean over the global batch); returns the loss."""
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+            scaled_loss = loss / ops.num_replicas()
+        variables = network.trainable_variables
+        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
+        return loss
+
     def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> keras.callbacks.History:
         """Keras' ``fit``; warns first when array images look scaled to [0, 1] (the nets expect [0, 255])."""
         warn_if_unit_scaled(x)

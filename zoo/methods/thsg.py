@@ -120,11 +120,6 @@ def adaptive_reverse_margin(generator_loss: tf.Tensor, nu: float, beta: float) -
     return nu * (1.0 - original_sample_weight(generator_loss, beta))
 
 
-def reverse_triplet_loss(generated: Triplet, margin: tf.Tensor) -> tf.Tensor:
-    """THSG eq. (18), the ART loss: mean of [||â - n̂||^2 - ||â - p̂||^2 + τr]_+ over triplets."""
-    return losses_lib.triplet_loss(generated.anchor, generated.negative, generated.positive, margin)
-
-
 def reconstruction_loss(targets: tuple[tf.Tensor, ...], outputs: tuple[tf.Tensor, ...]) -> tf.Tensor:
     """THSG eq. (15) and (20): Σ over the pair members of ||target - output||^2, mean over triplets."""
     return tf.add_n([tf.reduce_mean(squared_distance(t, o)) for t, o in zip(targets, outputs)])
@@ -284,25 +279,14 @@ class THSG(MetricModel):
         self.completed_epochs = state("completed_epochs", 0, "int64")
         self.last_generator2_loss = state("last_generator2_loss", float("inf"))     # latest L_G2, detached
 
-    # ---- optimizers ------------------------------------------------------------------------------
-    def _sub_networks(self) -> list[tuple[keras.optimizers.Optimizer, keras.Model]]:
+    def sub_networks(self) -> list[tuple[keras.Model, keras.optimizers.Optimizer]]:
         return [
-            (self.classifier_optimizer, self.classifier),
-            (self.generator1_optimizer, self.generator1),
-            (self.generator2_optimizer, self.generator2),
-            (self.discriminator1_optimizer, self.discriminator1),
-            (self.discriminator2_optimizer, self.discriminator2),
+            (self.classifier, self.classifier_optimizer),
+            (self.generator1, self.generator1_optimizer),
+            (self.generator2, self.generator2_optimizer),
+            (self.discriminator1, self.discriminator1_optimizer),
+            (self.discriminator2, self.discriminator2_optimizer),
         ]
-
-    def compile(self, optimizer: Any = "adam", **kwargs: Any) -> None:
-        """``optimizer`` trains F (Sec. 6.2: Adam, 1e-5); the sub-networks' optimizers are built here."""
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.embedding_net.trainable_variables)
-        for sub_optimizer, network in self._sub_networks():
-            sub_optimizer.build(network.trainable_variables)
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        self.compile(**keras.saving.deserialize_keras_object(config))
 
     def training_callbacks(self) -> list[keras.callbacks.Callback]:
         """:class:`DistanceThresholdUpdate`: pass it to ``fit`` (``zoo.training`` does) so d_t rolls over."""
@@ -343,8 +327,7 @@ class THSG(MetricModel):
 
     def _triplets(self, x: tf.Tensor, y: tf.Tensor, indices: miners_lib.Triplets) -> tuple[Triplet, Triplet]:
         """Embeddings and labels of the mined (anchor, positive, negative) index triplets."""
-        a, p, n = indices
-        return Triplet(*(tf.gather(x, i) for i in (a, p, n))), Triplet(*(tf.gather(y, i) for i in (a, p, n)))
+        return tuple(Triplet(*tf.unstack(ops.gather_triplets(values, indices), axis=1)) for values in (x, y))
 
     def update_distance_threshold(self, real: Triplet) -> tf.Tensor:
         """d_t of eq. (11) for this step; adds this batch's d(a, p) to the epoch's running sum.
@@ -382,15 +365,6 @@ class THSG(MetricModel):
         """X̂ = (â, p̂, n̂) = G2([a', p', n]) (Sec. 5.4, eq. 18): each output depends on the whole triplet."""
         return Triplet(*tf.unstack(self.generator2(tf.concat(hidden, axis=-1)), axis=1))
 
-    def _update(self, optimizer: keras.optimizers.Optimizer, network: keras.Model, loss_fn) -> tf.Tensor:
-        """One gradient step of ``network`` alone on ``loss_fn()`` (a mean over the global batch)."""
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-            scaled_loss = loss / ops.num_replicas()
-        variables = network.trainable_variables
-        optimizer.apply(tape.gradient(scaled_loss, variables), variables)
-        return loss
-
     def _conditional_logits(self, pair: list[tf.Tensor], stretched: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
         """DG1's logits of each embedding concatenated with its stretched version, [x, x*] (eq. 14, 16)."""
         return [self.discriminator1(tf.concat([x, s], axis=-1)) for x, s in zip(pair, stretched)]
@@ -398,7 +372,7 @@ class THSG(MetricModel):
     def update_discriminator1(self, real: Triplet, stretched: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         """Eq. (16): DG1 tells [x, x*] (real) from [G1(x*), x*] (generated), x in {a, p}."""
         generated = [tf.stop_gradient(self.generator1(s)) for s in stretched]
-        return self._update(self.discriminator1_optimizer, self.discriminator1, lambda: discriminator1_loss(
+        return self.update_network(self.discriminator1, self.discriminator1_optimizer, lambda: discriminator1_loss(
             self._conditional_logits([real.anchor, real.positive], stretched),
             self._conditional_logits(generated, stretched),
         ))
@@ -416,12 +390,12 @@ class THSG(MetricModel):
             rec = reconstruction_loss(stretched, generated)                                           # eq. (15)
             return generator1_loss(class_loss, adversarial, rec, self.eta)
 
-        return self._update(self.generator1_optimizer, self.generator1, loss_fn)
+        return self.update_network(self.generator1, self.generator1_optimizer, loss_fn)
 
     def update_discriminator2(self, hidden: Triplet, labels: Triplet) -> tf.Tensor:
         """Eq. (23): DG2 puts a', p', n in their classes and G2's outputs in the generated class C."""
         generated = [tf.stop_gradient(x) for x in self.generated_triplet(hidden)]
-        return self._update(self.discriminator2_optimizer, self.discriminator2, lambda: discriminator2_loss(
+        return self.update_network(self.discriminator2, self.discriminator2_optimizer, lambda: discriminator2_loss(
             [self.discriminator2(x) for x in hidden], list(labels),
             [self.discriminator2(x) for x in generated], self.num_classes,
         ))
@@ -432,13 +406,13 @@ class THSG(MetricModel):
 
         def loss_fn():
             generated = self.generated_triplet(hidden)
-            art = reverse_triplet_loss(generated, tau_r)                                              # eq. (18)
+            art = losses_lib.inverted_triplet_loss(*generated, tau_r)                    # eq. (18)
             rec = reconstruction_loss(hidden[:2], generated[:2])                                      # eq. (20)
             class_loss = softmax_loss([self.classifier(g) for g in generated], list(labels))         # eq. (21)
             adversarial = softmax_loss([self.discriminator2(g) for g in generated], list(labels))    # eq. (22)
             return generator2_loss(art, rec, class_loss, adversarial, self.eta, self.mu)
 
-        loss = self._update(self.generator2_optimizer, self.generator2, loss_fn)
+        loss = self.update_network(self.generator2, self.generator2_optimizer, loss_fn)
         self.last_generator2_loss.assign(loss)
         return loss, tau_r
 
