@@ -41,8 +41,9 @@ def stepped(request):
     dataset = model.make_train_dataset(image_set, 16, classes_per_batch=NUM_CLASSES, images_per_class=4, seed=0)
     before = [np.array(v) for v in model.embedding_net.trainable_variables]
     history = model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0).history
-    images = next(iter(dataset))[0]
-    return {"method": method, "model": model, "before": before, "history": history, "images": images}
+    batch = next(iter(dataset))
+    return {"method": method, "model": model, "before": before, "history": history, "images": batch[0],
+            "labels": batch[1]}
 
 
 def test_steps_move_the_embedding_net_and_count_every_optimizers_updates(stepped):
@@ -61,6 +62,17 @@ def test_every_optimizer_belongs_to_a_declared_sub_network_and_trains_only_it(st
     for network, optimizer in [(None, model.optimizer), *model.sub_networks()]:
         trained = network.trainable_variables if network is not None else model.own_variables()
         assert [id(v) for v in optimizer._trainable_variables] == [id(v) for v in trained], (stepped["method"], network)
+
+
+def test_evaluate_reports_the_training_loss_and_its_terms(stepped):
+    """``test_step`` computes train_step's loss (not only the metric loss) and fills the logged terms."""
+    model, images, labels = stepped["model"], stepped["images"], stepped["labels"]
+    loss, terms = model.validation_losses(images, labels)
+    assert set(terms) <= set(model.LOGGED_TERMS) and bool(terms) == bool(model.LOGGED_TERMS), stepped["method"]
+    logs = model.evaluate(images, labels, batch_size=len(images), verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(float(loss), rel=1e-4), stepped["method"]
+    for name, value in terms.items():
+        assert logs[name] == pytest.approx(float(value), rel=1e-4, abs=1e-6), (stepped["method"], name)
 
 
 def test_call_returns_unit_embeddings(stepped):

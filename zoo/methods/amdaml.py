@@ -370,27 +370,28 @@ class AMDAML(MetricModel):
         return self.generator(images, tf.gather(all_images, partners))
 
     def embed_with_adversarial(
-        self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor
+        self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, training: bool = True
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Global float32 embeddings of the samples, of their adversarial negatives x^, and the labels."""
         if self.readings["mix_space"] == "input":
             batch_size = tf.shape(images)[0]
             x_hat = self.adversarial_negatives(images, labels, seed)
-            embeddings = self(tf.concat([images, x_hat], axis=0), training=True)
+            embeddings = self(tf.concat([images, x_hat], axis=0), training=training)
             samples, generated, labels = ops.gather_global_batch(
                 embeddings[:batch_size], embeddings[batch_size:], labels
             )
             return tf.cast(samples, tf.float32), tf.cast(generated, tf.float32), labels
-        samples, labels = ops.gather_global_batch(self(images, training=True), labels)
+        samples, labels = ops.gather_global_batch(self(images, training=training), labels)
         samples = tf.cast(samples, tf.float32)
         generated = self.generator(samples, tf.gather(samples, draw_negative_partners(labels, seed)))
         return samples, tf.math.l2_normalize(generated, axis=-1), labels
 
     def batch_losses(
-        self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, adversarial: tf.Tensor | bool = True
+        self, images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, adversarial: tf.Tensor | bool = True,
+        training: bool = True,
     ) -> dict[str, tf.Tensor]:
         """Every term of eq. 3-9 on one batch; ``adversarial`` False leaves the generated pairs out."""
-        samples, generated, labels = self.embed_with_adversarial(images, labels, seed)
+        samples, generated, labels = self.embed_with_adversarial(images, labels, seed, training)
         positive_d2, negative_d2 = batch_pair_distances(samples, labels)
         adversarial_d2 = tf.reduce_sum(tf.square(samples - generated), axis=-1)
         adversarial_d2 = adversarial_d2[: tf.size(adversarial_d2) * tf.cast(adversarial, tf.int32)]
@@ -422,6 +423,12 @@ class AMDAML(MetricModel):
             "t_down": terms.t_down,
             "theta": theta,
         }
+
+    def validation_losses(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """L_AM and eq. 3-9's terms of one batch, as in this step of ``train_step``, nothing updated."""
+        adversarial = self.optimizer.iterations >= self.pretrain_steps
+        losses = self.batch_losses(images, labels, self.step_seed(), adversarial, training=False)
+        return losses["loss"], {name: losses[name] for name in self.LOGGED_TERMS}
 
     def train_step(self, data):
         images, labels = data[0], data[1]

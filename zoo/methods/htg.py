@@ -167,72 +167,88 @@ class HTG(MetricModel):
         return [(self.generator, self.generator_optimizer), (self.discriminator, self.discriminator_optimizer)]
 
     # ---- the three updates, in train_step's order -------------------------------------------
+    def embedding_losses(
+        self, embeddings: tf.Tensor, labels: tf.Tensor
+    ) -> tuple[tf.Tensor, miners_lib.Triplets, dict[str, tf.Tensor]]:
+        """F's loss (``f_loss``) on one global batch of embeddings; returns it, the triplets and its terms."""
+        margin, squared = self.metric_loss.margin, self.metric_loss.squared
+        triplets = self.metric_loss.mine(embeddings, labels, self.step_seed())
+        real = ops.gather_triplets(tf.cast(embeddings, tf.float32), triplets)
+        generated = generate_triplets(self.generator, real, self.f_through_g)
+        real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared)
+        generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared)
+        f_cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), ops.gather_triplets(labels, triplets))
+        use_real, use_cls = self.f_loss != "generated", self.f_loss == "real+generated+cls"
+        loss = (
+            generated_triplet_loss
+            + (real_triplet_loss if use_real else 0.0)
+            + (self.b * f_cls_loss if use_cls else 0.0)
+            + self.regularization_loss()
+        )
+        terms = {"real_triplet_loss": real_triplet_loss, "generated_triplet_loss": generated_triplet_loss,
+                 "f_cls_loss": f_cls_loss}
+        return loss, triplets, terms
+
     def embedding_step(
         self, images: tf.Tensor, labels: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, miners_lib.Triplets, dict[str, tf.Tensor]]:
         """F's update (``f_loss``); returns the global (stopped) embeddings, labels, triplets and F's losses."""
-        margin, squared = self.metric_loss.margin, self.metric_loss.squared
         with tf.GradientTape() as tape:
-            embeddings = self(images, training=True)
-            embeddings, labels = ops.gather_global_batch(embeddings, labels)
-            triplets = self.metric_loss.mine(embeddings, labels, self.step_seed())
-            real = ops.gather_triplets(tf.cast(embeddings, tf.float32), triplets)
-            generated = generate_triplets(self.generator, real, self.f_through_g)
-            real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared)
-            generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared)
-            f_cls_loss = losses_lib.softmax_cross_entropy(
-                self.discriminate(generated), ops.gather_triplets(labels, triplets)
-            )
-            use_real, use_cls = self.f_loss != "generated", self.f_loss == "real+generated+cls"
-            loss = (
-                generated_triplet_loss
-                + (real_triplet_loss if use_real else 0.0)
-                + (self.b * f_cls_loss if use_cls else 0.0)
-                + self.regularization_loss()
-            )
+            embeddings, labels = ops.gather_global_batch(self(images, training=True), labels)
+            loss, triplets, terms = self.embedding_losses(embeddings, labels)
             scaled_loss = self.optimizer.scale_loss(loss / ops.num_replicas())
         variables = self.embedding_net.trainable_variables
         self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
-        logs = {"real_triplet_loss": real_triplet_loss, "generated_triplet_loss": generated_triplet_loss,
-                "f_cls_loss": f_cls_loss}
-        return tf.stop_gradient(tf.cast(embeddings, tf.float32)), labels, triplets, {"loss": loss, **logs}
+        return tf.stop_gradient(tf.cast(embeddings, tf.float32)), labels, triplets, {"loss": loss, **terms}
+
+    def validation_losses(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """F's, D's and G's losses of one batch, nothing updated."""
+        embeddings, labels = ops.gather_global_batch(self(images, training=False), labels)
+        loss, triplets, terms = self.embedding_losses(embeddings, labels)
+        real = ops.gather_triplets(tf.cast(embeddings, tf.float32), triplets)
+        real_labels = ops.gather_triplets(labels, triplets)
+        return loss, {**terms, **self.discriminator_losses(real, real_labels), **self.generator_losses(real, real_labels)}
+
+    def discriminator_losses(self, real: tf.Tensor, real_labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """D's loss ``L_real + b L_fake`` (K real classes, fake class K) on (T, 3, d) real triplets."""
+        real_loss = losses_lib.softmax_cross_entropy(self.discriminate(real), real_labels)
+        fake_loss = losses_lib.softmax_cross_entropy(self.discriminate(self.generator(real)), self.num_classes)
+        return {"discriminator_loss": real_loss + self.b * fake_loss, "real_loss": real_loss, "fake_loss": fake_loss}
+
+    def generator_losses(self, real: tf.Tensor, real_labels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """G's loss ``L_inv + b L_cls`` against the current D."""
+        generated = self.generator(real)
+        inverse_loss = losses_lib.inverted_triplet_loss(
+            *tf.unstack(generated, axis=1), self.metric_loss.margin, self.metric_loss.squared
+        )
+        cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), real_labels)
+        return {"generator_loss": inverse_loss + self.b * cls_loss, "inverse_loss": inverse_loss, "cls_loss": cls_loss}
 
     def discriminator_step(
         self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
     ) -> dict[str, tf.Tensor]:
-        """D's update: ``L_real + b L_fake`` (K real classes, fake class K)."""
-        real = ops.gather_triplets(embeddings, triplets)
-        generated = self.generator(real)
-        terms = {}
-
-        def loss_fn() -> tf.Tensor:
-            terms["real_loss"] = losses_lib.softmax_cross_entropy(self.discriminate(real), ops.gather_triplets(labels, triplets))
-            terms["fake_loss"] = losses_lib.softmax_cross_entropy(self.discriminate(generated), self.num_classes)
-            return terms["real_loss"] + self.b * terms["fake_loss"]
-
-        loss = self.update_network(self.discriminator, self.discriminator_optimizer, loss_fn)
-        return {"discriminator_loss": loss, **terms}
+        """D's update on :meth:`discriminator_losses` of the (stopped) global embeddings' triplets."""
+        real, real_labels = ops.gather_triplets(embeddings, triplets), ops.gather_triplets(labels, triplets)
+        return self._update_with_terms(self.discriminator, self.discriminator_optimizer, "discriminator_loss",
+                                       lambda: self.discriminator_losses(real, real_labels))
 
     def generator_step(
         self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
     ) -> dict[str, tf.Tensor]:
-        """G's update: ``L_inv + b L_cls`` against the current D."""
-        real = ops.gather_triplets(embeddings, triplets)
-        terms = {}
+        """G's update on :meth:`generator_losses`, against the current D."""
+        real, real_labels = ops.gather_triplets(embeddings, triplets), ops.gather_triplets(labels, triplets)
+        return self._update_with_terms(self.generator, self.generator_optimizer, "generator_loss",
+                                       lambda: self.generator_losses(real, real_labels))
+
+    def _update_with_terms(self, network: keras.Model, optimizer, loss_name: str, losses_fn) -> dict[str, tf.Tensor]:
+        terms: dict[str, tf.Tensor] = {}
 
         def loss_fn() -> tf.Tensor:
-            generated = self.generator(real)
-            anchor, positive, negative = tf.unstack(generated, axis=1)
-            terms["inverse_loss"] = losses_lib.inverted_triplet_loss(
-                anchor, positive, negative, self.metric_loss.margin, self.metric_loss.squared
-            )
-            terms["cls_loss"] = losses_lib.softmax_cross_entropy(
-                self.discriminate(generated), ops.gather_triplets(labels, triplets)
-            )
-            return terms["inverse_loss"] + self.b * terms["cls_loss"]
+            terms.update(losses_fn())
+            return terms[loss_name]
 
-        loss = self.update_network(self.generator, self.generator_optimizer, loss_fn)
-        return {"generator_loss": loss, **terms}
+        self.update_network(network, optimizer, loss_fn)
+        return terms
 
     def train_step(self, data):
         images, labels = data[0], data[1]

@@ -216,9 +216,14 @@ class MetricModel(keras.Model):
     def test_step(self, data):
         images, labels = data[0], data[1]
         labels = ops.check_batch(images, labels)
-        embeddings = self(images, training=False)
-        global_embeddings, global_labels = ops.gather_global_batch(embeddings, labels)
-        return self.step_logs(self.compute_metric_loss(global_embeddings, global_labels))
+        return self.step_logs(*self.validation_losses(images, labels))
+
+    def validation_losses(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """``train_step``'s loss of one batch and its ``LOGGED_TERMS``, with inference-mode layers and no update
+        (``test_step``, so ``evaluate`` and ``validation_data`` report the loss that training minimises).
+        A method whose loss is more than the metric loss overrides it."""
+        embeddings, labels = ops.gather_global_batch(self(images, training=False), labels)
+        return self.compute_metric_loss(embeddings, labels) + self.regularization_loss(), {}
 
     def regularization_loss(self) -> tf.Tensor:
         """Sum of the layers' weight-regularisation losses (0 when there are none)."""

@@ -390,6 +390,14 @@ class ProfsModel(MetricModel):
         self.update_representative_cache(global_embeddings, global_labels, global_representatives)
         return self.step_logs(loss, {"metric_loss": metric_loss, "proximal_loss": proximal_loss})
 
+    def validation_losses(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """The metric loss (every image an anchor: plain batches flag no representatives) + the proximal term."""
+        embeddings, labels = ops.gather_global_batch(self(images, training=False), labels)
+        metric_loss = self.compute_metric_loss(embeddings, labels)
+        proximal_loss = proximal_term(self.embedding_net.trainable_variables, self.anchor_weights, self.proximal_weight)
+        loss = metric_loss + proximal_loss + self.regularization_loss()
+        return loss, {"metric_loss": metric_loss, "proximal_loss": proximal_loss}
+
     def update_representative_cache(
         self, embeddings: tf.Tensor, labels: tf.Tensor, is_representative: tf.Tensor
     ) -> None:

@@ -332,6 +332,13 @@ class THSG(MetricModel):
         logs = {**terms, "l_g1": l_g1, "l_d1": l_d1, "l_g2": l_g2, "l_d2": l_d2, "tau_r": tau_r, "d_t": threshold}
         return self.step_logs(loss, logs)
 
+    def validation_losses(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Eq. (5) with the current generators and d_t, nothing updated."""
+        x, y = ops.gather_global_batch(tf.cast(self(images, training=False), tf.float32), labels)
+        loss, terms = self.embedding_losses(x, y, self.generation_miner(x, y, self.step_seed()),
+                                            self.current_distance_threshold())
+        return loss + self.regularization_loss(), terms
+
     def _triplets(self, x: tf.Tensor, y: tf.Tensor, indices: miners_lib.Triplets) -> tuple[Triplet, Triplet]:
         """Embeddings and labels of the mined (anchor, positive, negative) index triplets."""
         return tuple(Triplet(*tf.unstack(ops.gather_triplets(values, indices), axis=1)) for values in (x, y))
@@ -347,6 +354,10 @@ class THSG(MetricModel):
             distance = tf.sqrt(distance)
         self.epoch_distance_sum.assign_add(tf.reduce_sum(distance))
         self.epoch_pair_count.assign_add(tf.cast(tf.size(distance), tf.float32))
+        return self.current_distance_threshold()
+
+    def current_distance_threshold(self) -> tf.Tensor:
+        """d_t as it stands: the previous epoch's mean d(a, p), or in the first epoch the mean so far."""
         running_mean = tf.math.divide_no_nan(self.epoch_distance_sum, self.epoch_pair_count)
         return tf.where(self.completed_epochs > 0, self.distance_threshold.value, running_mean)
 
