@@ -526,3 +526,9 @@ def test_the_default_triplet_baseline_learns_from_scratch_on_unseen_classes():
     before, after = fit_and_measure(model, train_pipeline(train_set, 32, 16, 4, seed=0), {"test": test_set},
                                     steps=40, metrics=("map@r",))
     assert after["test"]["map@r"] > 0.12 and after["test"]["map@r"] > before["test"]["map@r"] + 0.07, (before, after)
+
+
+def test_a_miner_for_a_loss_that_takes_none_is_refused_by_name():
+    with pytest.raises(ValueError, match="loss 'npair' takes no miner"):
+        losses.get("npair", miner="all")
+    assert losses.get("contrastive", miner="all").miner is not None

@@ -8,6 +8,7 @@ representative flags, top-k's sampler) need nothing special.
 from __future__ import annotations
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -16,7 +17,7 @@ import tensorflow as tf
 
 from zoo.data import load_dataset
 from zoo.export import export_saved_model, load_saved_model
-from zoo.methods import METHODS, build_model
+from zoo.methods import METHODS, all_presets, build_model, check_hyperparameters
 
 from distributed.steps import ACTIVE
 
@@ -109,3 +110,20 @@ def test_zoo_export_serves_the_same_embeddings(stepped, tmp_path):
     served = reloaded.serve(tf.constant(stepped["images"]))
     served = next(iter(served.values())) if isinstance(served, dict) else served
     np.testing.assert_allclose(np.asarray(served), model.predict(stepped["images"], verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_preset_names_only_hyperparameters_its_method_takes(method):
+    for preset in all_presets():
+        if preset["method"] == method:
+            check_hyperparameters(method, preset["hyperparameters"])  # raises on a name the method does not take
+
+
+@pytest.mark.parametrize("method, hyperparameters, named", [
+    ("thsg", {"loss": "margin"}, "method 'thsg' takes no loss (loss: fixed by its paper)"),
+    ("topk", {"miner": "hard"}, "method 'topk' takes no miner (miner: fixed by its paper)"),
+    ("htg", {"margn": 0.2}, "method 'htg' takes no margn; its hyperparameters: b, "),
+])
+def test_a_hyperparameter_the_method_does_not_take_is_named(method, hyperparameters, named):
+    with pytest.raises(ValueError, match=re.escape(named)):
+        build_model(method, embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **hyperparameters)

@@ -6,6 +6,9 @@ All functions work on float32 (embeddings are cast up first, so losses stay floa
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Callable
+
 import tensorflow as tf
 
 
@@ -140,3 +143,19 @@ def local_rows(global_values: tf.Tensor, local_size: tf.Tensor) -> tf.Tensor:
 def step_seed(base_seed: int, iteration: tf.Tensor) -> tf.Tensor:
     """A stateless-RNG seed that is identical on every replica at a given optimizer step."""
     return tf.stack([tf.constant(base_seed, tf.int64), tf.cast(iteration, tf.int64)])
+
+
+def keyword_arguments(factory: Callable[..., Any]) -> set[str]:
+    """The keyword arguments a function or class takes, following a class's ``**kwargs`` up its bases until a
+    Keras base class (whose ``**kwargs`` are Keras' own)."""
+    if not isinstance(factory, type):
+        return {p.name for p in inspect.signature(factory).parameters.values() if p.kind is not p.VAR_KEYWORD}
+    names: set[str] = set()
+    for klass in factory.__mro__:
+        if klass.__module__.startswith("keras") or klass is object:
+            break
+        parameters = inspect.signature(klass.__init__).parameters.values()
+        names.update(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self"}

@@ -49,7 +49,7 @@ from zoo.callbacks import (
     weights_are_finite,
 )
 from zoo.data import DATASETS, ImageSet, eval_pipeline, load_dataset
-from zoo.methods import build_model
+from zoo.methods import build_model, check_hyperparameters
 from zoo.names import METHOD_NAMES
 from zoo.metrics import evaluate
 from zoo.monitor import TrainingDiverged
@@ -102,6 +102,9 @@ class TrainConfig:
     measure_raw_pixels: bool = True  # the raw-pixel baseline of the evaluation set (off in benchmarks: the same per run)
 
     def __post_init__(self) -> None:
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}")
+        check_hyperparameters(self.method, self.hyperparameters)  # before a run folder is written
         if self.recall_ks is None:
             self.recall_ks = RECALL_KS.get(self.dataset, DEFAULT_RECALL_KS)
         if self.strategy not in STRATEGIES:
@@ -334,7 +337,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     kept = [row for row in read_epoch_log(history_path) if row["epoch"] < initial_epoch] if history_path.exists() else []
     _write_atomically(history_path, lambda partial: partial.write_text("".join(json.dumps(row) + "\n" for row in kept)))
 
-    batch_size = config.classes_per_batch * config.images_per_class
+    batch_size = model.train_batch_size(config.classes_per_batch, config.images_per_class)
     train_data = model.make_train_dataset(
         train_set, config.input_size, config.classes_per_batch, config.images_per_class, seed=config.seed,
         augmentation=config.augmentation, crop_scale=tuple(config.crop_scale),
@@ -472,6 +475,8 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
     overrides["force"] = args.force
     overrides["mixed_precision"] = args.mixed_precision or config.mixed_precision
     hyperparameters = dict(config.hyperparameters)
+    if args.loss is not None and args.miner is None:
+        hyperparameters.pop("miner", None)  # the preset's miner belongs to the preset's loss
     for name in ("loss", "miner"):
         if getattr(args, name, None) is not None:
             hyperparameters[name] = getattr(args, name)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from zoo import ops
 from zoo.losses.base import ComposedLoss, MetricLoss, PairLoss, TripletBasedLoss, masked_logsumexp
 from zoo.losses.keras_loss import KerasMetricLoss
 from zoo.losses.memory import CrossBatchMemory
@@ -91,6 +92,9 @@ def get(identifier: str | dict | MetricLoss, **kwargs: Any) -> MetricLoss:
     if identifier in CLASS_AWARE_LOSSES and "num_classes" not in kwargs:
         raise ValueError(f"loss {identifier!r} needs num_classes, one weight per training class: "
                          f"losses.get({identifier!r}, num_classes=...)")
+    if "miner" in kwargs and "miner" not in ops.keyword_arguments(LOSSES[identifier]):
+        raise ValueError(f"loss {identifier!r} takes no miner; leave the miner out, or choose a loss that takes "
+                         f"one (triplet, contrastive, multi-similarity, margin, ...)")
     return LOSSES[identifier](**kwargs)
 
 

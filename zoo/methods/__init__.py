@@ -12,7 +12,7 @@ from typing import Any
 
 import keras
 
-from zoo import losses
+from zoo import losses, ops
 from zoo.backbones import build_embedding_net
 from zoo.methods.metric_model import MetricModel
 from zoo.names import METHOD_NAMES
@@ -87,6 +87,23 @@ def register_method(name: str):
     return decorator
 
 
+def hyperparameter_names(method: str) -> tuple[str, ...]:
+    """The hyperparameters ``method`` takes: its constructor's keyword arguments and those of the classes it passes
+    ``**kwargs`` on to, up to :class:`MetricModel`, less the ones it fixes (``FIXED_ARGUMENTS``)."""
+    cls = METHODS[method]
+    return tuple(sorted(ops.keyword_arguments(cls) - {"embedding_net", "num_classes", *cls.FIXED_ARGUMENTS}))
+
+
+def check_hyperparameters(method: str, hyperparameters: dict[str, Any]) -> None:
+    """Raise a ValueError naming every hyperparameter ``method`` does not take, and the ones it does."""
+    unknown = sorted(set(hyperparameters) - set(hyperparameter_names(method)))
+    if unknown:
+        fixed = [name for name in unknown if name in METHODS[method].FIXED_ARGUMENTS]
+        why = f" ({', '.join(fixed)}: fixed by its paper)" if fixed else ""
+        raise ValueError(f"method {method!r} takes no {', '.join(unknown)}{why}; "
+                         f"its hyperparameters: {', '.join(hyperparameter_names(method))}")
+
+
 def build_model(
     method: str,
     *,
@@ -106,6 +123,7 @@ def build_model(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    check_hyperparameters(method, hyperparameters)
     cls = METHODS[method]
     net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm)
     if hyperparameters.get("loss") in CLASS_AWARE_LOSSES:  # one trainable proxy per training class
@@ -132,4 +150,5 @@ def all_presets() -> list[dict[str, Any]]:
 for _module in METHOD_MODULES:
     importlib.import_module(f"zoo.methods.{_module}")
 
-__all__ = ["METHODS", "MetricModel", "all_presets", "build_model", "register_method"]
+__all__ = ["METHODS", "MetricModel", "all_presets", "build_model", "check_hyperparameters", "hyperparameter_names",
+           "register_method"]

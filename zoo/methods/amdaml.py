@@ -1,4 +1,4 @@
-"""AMDAML: adaptive-margin deep adversarial metric learning (Wang et al., papers/002).
+"""AMDAML: adaptive-margin deep adversarial metric learning (Wang et al., IEEE BigDataSecurity 2020).
 
 Algorithm 1, step by step:
 
@@ -278,7 +278,7 @@ class MixupNegativeGenerator(keras.layers.Layer):
 # ---- model -----------------------------------------------------------------------------------
 @register_method("amdaml")
 class AMDAML(MetricModel):
-    """Adaptive margin loss + adversarial mixup negatives (papers/002, Algorithm 1).
+    """Adaptive margin loss + adversarial mixup negatives (Algorithm 1).
 
     Args:
         embedding_net: images -> L2-normalised embeddings (phi).
@@ -302,6 +302,7 @@ class AMDAML(MetricModel):
         seed: base seed of the stateless choice of the mixup partners.
     """
 
+    FIXED_ARGUMENTS = ("loss", "miner")  # L_AM over every pair of the batch (eq. 5)
     LOGGED_TERMS = ("l_pc", "l_r", "l_adv", "adversarial_pc", "adversarial_d2", "t_up", "t_down", "theta")
     READINGS = {
         "adversary": ("ascent", "hinge"),
@@ -331,7 +332,6 @@ class AMDAML(MetricModel):
         seed: int = 0,
         **kwargs: Any,
     ):
-        kwargs.pop("loss", None)  # always the adaptive margin loss, rebuilt from alpha, beta and balance
         loss = AdaptiveMarginLoss(alpha, beta, balance, name="adaptive_margin_loss")
         super().__init__(embedding_net, loss=loss, seed=seed, **kwargs)
         for name, value in (("l2_lambda", l2_lambda), ("epsilon", epsilon), ("lambda1", lambda1), ("lambda2", lambda2)):
@@ -447,8 +447,10 @@ class AMDAML(MetricModel):
         return self.step_logs(losses["loss"], {name: losses[name] for name in self.LOGGED_TERMS})
 
     def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["loss"]  # the adaptive margin loss, rebuilt from alpha, beta and balance
         return {
-            **super().get_config(),
+            **config,
             "alpha": self.alpha,
             "beta": self.beta,
             "balance": self.metric_loss.balance,
@@ -464,7 +466,11 @@ class AMDAML(MetricModel):
 
 
 # ---- registry presets --------------------------------------------------------------------------
-_PAPER = "AMDAML: adaptive margin based deep adversarial metric learning (papers/002)"
+_PAPER = (
+    'Z. Wang, Y. Wang, B. Dong, S. Pracheta, K. Hamlen, L. Khan, '
+    '"Adaptive Margin Based Deep Adversarial Metric Learning"'
+    ', IEEE BigDataSecurity 2020 (AMDAML)'
+)
 
 PRESETS: list[dict[str, Any]] = [
     # Algorithm 1: phi pre-trained on L_AM for the first 100 of the 300 steps, then the adversarial negatives.

@@ -1,4 +1,4 @@
-"""HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018; papers/004).
+"""HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018).
 
 Three networks, each with its own optimizer, updated one after the other in every ``train_step``:
 
@@ -96,7 +96,7 @@ def build_discriminator(embedding_dim: int, num_classes: int, hidden_units: int)
 # ---- model -----------------------------------------------------------------------------------
 @register_method("htg")
 class HTG(MetricModel):
-    """Hard triplet generation: F trained on G's hard triplets, G against D (papers/004).
+    """Hard triplet generation: F trained on G's hard triplets, G against D (Zhao et al., ECCV 2018).
 
     Args:
         embedding_net: images -> L2-normalised embeddings (F).
@@ -277,7 +277,11 @@ class HTG(MetricModel):
 
 
 # ---- registry presets --------------------------------------------------------------------------
-_PAPER = "HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018; papers/004)"
+_PAPER = (
+    'Y. Zhao, Z. Jin, G.-J. Qi, H. Lu, X.-S. Hua, '
+    '"An Adversarial Approach to Hard Triplet Generation"'
+    ', ECCV 2018 (HTG)'
+)
 
 PRESETS: list[dict[str, Any]] = [
     # The defaults: F on the real and generated triplets, G at 1e-5 (the module docstring).

@@ -53,6 +53,8 @@ class MetricModel(keras.Model):
 
     # Loss terms a subclass logs beside "loss" (one Mean tracker each), filled by step_logs().
     LOGGED_TERMS: tuple[str, ...] = ()
+    # MetricModel's arguments a subclass sets itself (its paper fixes the loss): refused by build_model.
+    FIXED_ARGUMENTS: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -110,6 +112,10 @@ class MetricModel(keras.Model):
 
         return train_pipeline(image_set, image_size, classes_per_batch, images_per_class, seed=seed,
                               first_step=self.current_step, **augmentation)
+
+    def train_batch_size(self, classes_per_batch: int, images_per_class: int) -> int:
+        """Images per batch of :meth:`make_train_dataset` (P x K here; a method with its own sampler overrides it)."""
+        return classes_per_batch * images_per_class
 
     def current_step(self) -> int:
         """The optimizer's iteration counter (0 before ``compile``)."""

@@ -453,7 +453,11 @@ class ProfsModel(MetricModel):
 
 
 # ---- registry presets --------------------------------------------------------------------------
-_PAPER = "PROFS (Can, Gürbüz, Alatan 2019): alternating projections onto feasible sets, T-PROFS-HNCM"
+_PAPER = (
+    'O. Can, Y. Z. Gürbüz, A. A. Alatan, '
+    '"Deep Metric Learning with Alternating Projections onto Feasible Sets"'
+    ', ICIP 2021 (PROFS), T-PROFS-HNCM'
+)
 # Sec. 5.2: batch 128 with I = 2 images per class (the ablation's I, Sec. 5.4), 100 epochs,
 # Adam lr 1e-4 for SOP and 1e-5 for CUB-200 / CARS196; 512-d embedding on 224 px crops.
 _PAPER_HYPERPARAMETERS = {"loss": "facenet-triplet", "miner": "hard", "proximal_weight": 1e-3, "rho": 6,

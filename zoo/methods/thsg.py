@@ -1,4 +1,5 @@
-"""THSG: two-stage hard sample generation for deep metric learning (papers/000).
+"""THSG: two-stage hard sample generation for deep metric learning (Zhu et al., "Construct Informative Triplet
+with Two-stage Hard-sample Generation", arXiv 2021).
 
 The embedding net F is trained on real triplets X = (a, p, n) and on hard triplets made from them in two
 stages (Fig. 4, Algorithm 1):
@@ -216,6 +217,7 @@ class THSG(MetricModel):
         seed: base seed of the stateless triplet sampling.
     """
 
+    FIXED_ARGUMENTS = ("loss",)  # L_t of eq. 6 (its miner: eq. 25)
     LOGGED_TERMS = ("l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org")
 
     def __init__(
@@ -510,7 +512,11 @@ def _check_hyperparameters(**values: float) -> None:
 
 
 # ---- registry presets --------------------------------------------------------------------------------
-_PAPER = "THSG: two-stage hard sample generation for deep metric learning (papers/000)"
+_PAPER = (
+    'C. Zhu, Z. Hu, H. Dong, G. He, Z. Yu, S. Zhang, '
+    '"Construct Informative Triplet with Two-stage Hard-sample Generation"'
+    ', arXiv 2021 (THSG)'
+)
 # Table 2 (α, γ, η, β, μ, φ); τ = ν = 0.2 (Sec. 6.2) are the constructor's defaults.
 _TABLE2 = {
     dataset: {"alpha": 0.2, "gamma": 0.8, "eta": 0.3, "beta": 0.5, "mu": 0.3, "phi": phi}

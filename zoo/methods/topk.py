@@ -1,7 +1,7 @@
 """Top-k precision embedding: "sampling wisely" and its loss l_k.
 
-Lu et al., "Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization", ICCV 2019
-(``shared/papers/001``). Each image of the batch takes its turn as the query ``z_a`` (Algorithm 1);
+Lu et al., "Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization", ICCV 2019.
+Each image of the batch takes its turn as the query ``z_a`` (Algorithm 1);
 the other images are its candidates, ranked by the large-margin cosine score ``ŝ = s + γ(1 − y)``
 (eq. 4). Only the "misplaced" candidates beside the top-k boundary enter the loss
 ``l_k = Σ_N ŝ − Σ_P ŝ`` (eq. 5):
@@ -257,6 +257,11 @@ class TopKPrecisionModel(MetricModel):
         super().__init__(embedding_net, loss=TopKPrecisionLoss(k=k, gamma=gamma), seed=seed, **kwargs)
         self.batch_size = _integer_at_least("batch_size", batch_size, 2)
 
+    FIXED_ARGUMENTS = ("loss", "miner")  # l_k selects its own images (Sec. 3)
+
+    def train_batch_size(self, classes_per_batch: int, images_per_class: int) -> int:
+        return self.batch_size
+
     def make_train_dataset(
         self, image_set: ImageSet, image_size: int, classes_per_batch: int, images_per_class: int, seed: int = 0,
         **augmentation: Any,
@@ -273,7 +278,11 @@ class TopKPrecisionModel(MetricModel):
 
 
 
-_PAPER = "Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization (Lu et al., ICCV 2019)"
+_PAPER = (
+    'J. Lu, C. Xu, W. Zhang, L.-Y. Duan, T. Mei, '
+    '"Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization"'
+    ', ICCV 2019'
+)
 # Sec. 4.4: k = 5, gamma = 0.1, batches of 64 images with at most 11 per class.
 _PAPER_HYPERPARAMETERS = {"k": 5, "gamma": 0.1, "batch_size": 64}
 # The paper gives no learning rate: 1e-5, the zoo's fine-tuning rate of ImageNet backbones. Iterations:

@@ -17,7 +17,11 @@ _DIGITS_TRAINING = {"epochs": 2, "steps_per_epoch": 15, "classes_per_batch": 5, 
                     "learning_rate": 3e-4, "eval_every": 2}
 _PAPER_TRAINING = {"epochs": 100, "classes_per_batch": 32, "images_per_class": 4, "learning_rate": 1e-5, "eval_every": 5}
 
-_PAPER = "Triplet margin loss over all batch triplets, PML defaults (Musgrave et al., ECCV 2020)"
+_PAPER = (
+    'Triplet margin loss over all batch triplets, PML defaults (K. Musgrave, S. Belongie, S.-N. Lim, '
+    '"A Metric Learning Reality Check"'
+    ', ECCV 2020)'
+)
 _HYPERPARAMETERS = {"loss": "triplet", "miner": "all"}
 
 PRESETS = [
