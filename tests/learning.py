@@ -5,8 +5,8 @@ from typing import Iterable
 import keras
 import tensorflow as tf
 
-from zoo.callbacks import embed_dataset
 from zoo.data import ImageSet, eval_pipeline
+from zoo.evaluation import embed_dataset
 from zoo.metrics import evaluate
 
 

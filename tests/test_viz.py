@@ -16,7 +16,8 @@ from tensorboard.plugins import projector
 
 import zoo
 from zoo import cards, cli, metrics, registry, viz
-from zoo.callbacks import RetrievalEvaluation, embed_dataset
+from zoo.callbacks import RetrievalEvaluation
+from zoo.evaluation import embed_dataset
 from zoo.methods import build_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"

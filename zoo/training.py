@@ -40,18 +40,11 @@ import keras
 import tensorflow as tf
 
 from zoo import registry
-from zoo.callbacks import (
-    EpochLog,
-    RetrievalEvaluation,
-    TrainingBackup,
-    embed_for_retrieval,
-    read_epoch_log,
-    weights_are_finite,
-)
-from zoo.data import DATASETS, ImageSet, eval_pipeline, load_dataset
+from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
+from zoo.data import DATASETS, load_dataset
+from zoo.evaluation import evaluation_pipelines, evaluation_sets, measure, raw_pixel_model
 from zoo.methods import build_model
 from zoo.names import METHOD_NAMES
-from zoo.metrics import evaluate
 from zoo.monitor import TrainingDiverged
 from zoo.optimizers import PaperAdam
 
@@ -120,34 +113,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def evaluation_sets(config: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
-    """The held-out queries and, for query/gallery benchmarks (In-Shop), the gallery."""
-    if config.dataset == "inshop":
-        return (load_dataset("inshop", "query", config.data_dir), load_dataset("inshop", "gallery", config.data_dir))
-    return load_dataset(config.dataset, "test", config.data_dir), None
-
-
-def measure(model: keras.Model, queries: ImageSet, gallery: ImageSet | None, config: TrainConfig) -> dict[str, float]:
-    """All retrieval metrics of ``model`` on the evaluation split(s)."""
-    query_data, gallery_data = evaluation_pipelines(queries, gallery, config)
-    embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
-    return evaluate(embeddings, labels, **reference, recall_ks=config.recall_ks, precision_ks=config.precision_ks,
-                    seed=config.seed)
-
-
-def raw_pixel_model(input_size: int) -> keras.Model:
-    """The baseline every embedding must beat: the center-cropped image's pixels as its embedding."""
-    return keras.Sequential([keras.Input((input_size, input_size, 3)), keras.layers.Flatten()], name="raw_pixels")
-
-
-def evaluation_pipelines(
-    queries: ImageSet, gallery: ImageSet | None, config: TrainConfig
-) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
-    """The center-cropped batches of the queries and, if any, of the gallery."""
-    gallery_data = None if gallery is None else eval_pipeline(gallery, config.input_size, config.eval_batch_size)
-    return eval_pipeline(queries, config.input_size, config.eval_batch_size), gallery_data
 
 
 def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:

@@ -27,8 +27,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 from tensorboard.plugins import projector
 
-from zoo.callbacks import embed_dataset
 from zoo.data import preprocess_for_embedding
+from zoo.evaluation import embed_dataset
 from zoo.metrics import l2_normalise, compute_ranking
 
 THUMBNAIL = 96  # side in pixels of each image of a retrieval grid
@@ -236,7 +236,7 @@ def grid_from_embeddings(
     """The retrieval grid of seeded queries among the embedded ``dataset`` (see :func:`retrieval_grid`).
 
     Args:
-        embeddings, labels: :func:`zoo.callbacks.embed_dataset` of ``dataset``.
+        embeddings, labels: :func:`zoo.evaluation.embed_dataset` of ``dataset``.
         reference_embeddings, reference_labels, reference_dataset: a gallery to retrieve from
             (In-Shop), given together; None retrieves among the other images of ``dataset``.
         class_names: names of the class ids, shown in the captions; the ids when None.
