@@ -34,13 +34,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
 
 from zoo import registry
 from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
+from zoo.cli import metrics_table
 from zoo.data import DATASETS, load_dataset
 from zoo.evaluation import evaluation_pipelines, evaluation_sets, measure, raw_pixel_model
 from zoo.methods import build_model
@@ -371,9 +372,12 @@ def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None = None) -> None:
-    """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's)."""
+    """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's); a script
+    passes its ``method``, which replaces the ``--method`` flag."""
     if method is None:
         parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
+    else:
+        parser.set_defaults(method=method)
     parser.add_argument("--dataset", default="glyphs", help=f"training and test data: {', '.join(DATASETS)}")
     parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
@@ -415,9 +419,9 @@ def command_line(argv: list[str]) -> str:
     return " ".join(map(shlex.quote, [*words, *argv[1:]]))
 
 
-def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Preset (``--preset`` or ``<method>_<dataset>``) overridden by the flags that were given."""
-    method = method or args.method
+    method = args.method
     preset = args.preset or f"{method}_{args.dataset}"
     has_preset = preset in registry.list_models()
     if args.preset and not has_preset:
@@ -442,3 +446,35 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
             hyperparameters[name] = getattr(args, name)
     overrides["hyperparameters"] = hyperparameters
     return dataclasses.replace(config, **overrides)
+
+
+def script_parser(method: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``training_scripts/<method>.py``: the script's docstring as its help, the training flags."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser, method=method)
+    return parser
+
+
+def run_script(
+    parser: argparse.ArgumentParser, *, hyperparameters: Sequence[str] = (), refused: Sequence[str] = (),
+    refusal: str = "",
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """A training script's run: parse its flags, train, print the untrained and trained metrics.
+
+    Args:
+        parser: :func:`script_parser`'s, with the script's own flags added.
+        hyperparameters: the script's flags that, when given, set the method hyperparameter of their name.
+        refused: flags (``"loss"``, ``"miner"``) the method does not take; giving one exits with ``refusal``.
+
+    Returns:
+        The configuration trained and :func:`train`'s result.
+    """
+    args = parser.parse_args()
+    if any(getattr(args, name) is not None for name in refused):
+        parser.error(refusal)
+    config = config_from_args(args)
+    config.hyperparameters.update({name: getattr(args, name) for name in hyperparameters
+                                   if getattr(args, name) is not None})
+    result = train(config)
+    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
+    return config, result
