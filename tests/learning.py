@@ -1,12 +1,12 @@
-"""Shared by the tests: retrieval metrics of a model before and after a short ``fit``; a simulated kill."""
+"""Shared by the tests: retrieval metrics of a model before and after a short ``fit``; callbacks acting at a step."""
 
 from typing import Iterable
 
 import keras
 import tensorflow as tf
 
-from zoo.callbacks import embed_dataset
 from zoo.data import ImageSet, eval_pipeline
+from zoo.evaluation import embed_dataset
 from zoo.metrics import evaluate
 
 
@@ -34,8 +34,8 @@ def fit_and_measure(
     return before, measure()
 
 
-class CrashAtStep(keras.callbacks.Callback):
-    """Stops training at a given optimizer step, as a kill would (after the previous epochs' backups)."""
+class AtStep(keras.callbacks.Callback):
+    """Calls :meth:`act` once the optimizer has made a given number of steps."""
 
     def __init__(self, step: int):
         super().__init__()
@@ -43,4 +43,14 @@ class CrashAtStep(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations) == self.step:
-            raise KeyboardInterrupt("simulated kill")
+            self.act()
+
+    def act(self) -> None:
+        raise NotImplementedError
+
+
+class CrashAtStep(AtStep):
+    """Stops training at a given optimizer step, as a kill would (after the previous epochs' backups)."""
+
+    def act(self) -> None:
+        raise KeyboardInterrupt("simulated kill")

@@ -1,4 +1,4 @@
-"""zoo.callbacks: embedding a dataset, and RetrievalEvaluation inside fit."""
+"""zoo.callbacks: RetrievalEvaluation inside fit."""
 
 import glob
 import os
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from zoo import metrics
-from zoo.callbacks import RetrievalEvaluation, embed_dataset
+from zoo.callbacks import RetrievalEvaluation
 
 METRICS = ("recall", "map@r", "nmi")
 
@@ -26,17 +26,6 @@ def toy_model(dim=6):
     model = keras.Sequential([keras.Input((dim,)), keras.layers.Dense(dim, kernel_initializer="identity")])
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     return model
-
-
-def test_embed_dataset_keeps_order_and_matches_the_model():
-    x, labels = toy_data()
-    model = toy_model()
-    dataset = tf.data.Dataset.from_tensor_slices((x, labels[:, None])).batch(16)  # last batch of 12
-    embeddings, got_labels = embed_dataset(model, dataset)
-    assert embeddings.dtype == np.float32 and embeddings.shape == (60, 6)
-    assert got_labels.dtype == np.int64
-    np.testing.assert_array_equal(got_labels, labels)
-    np.testing.assert_allclose(embeddings, model(x, training=False).numpy(), rtol=1e-6, atol=1e-6)
 
 
 def read_scalars(log_dir):

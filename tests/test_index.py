@@ -10,8 +10,8 @@ from PIL import Image
 
 import zoo
 from zoo import cli, registry, viz
-from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset
+from zoo.evaluation import embed_dataset
 from zoo.index import Index, Neighbor
 
 

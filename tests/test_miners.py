@@ -26,7 +26,8 @@ def test_all_miner_gives_every_valid_pair_and_triplet():
 def test_all_miner_against_references_skips_what_is_not_comparable():
     y, ref_y = tf.constant([0, 1]), tf.constant([0, 0, 1])
     comparable = tf.constant([[False, True, True], [True, True, False]])  # e.g. oneself, an empty slot
-    positives, negatives = miners.get("all").pair_masks(tf.zeros([2, 2]), y, SEED, tf.zeros([3, 2]), ref_y, comparable)
+    references = miners.References(tf.zeros([3, 2]), ref_y, comparable)
+    positives, negatives = miners.get("all").pair_masks(tf.zeros([2, 2]), y, SEED, references)
     assert masks_as_pairs(positives) == {(0, 1)}
     assert masks_as_pairs(negatives) == {(0, 2), (1, 0), (1, 1)}
 
@@ -66,7 +67,7 @@ def test_triplet_miners_give_their_triplets_as_masks():
     positives, negatives = miner.pair_masks(e, y, SEED)
     assert masks_as_pairs(positives) == set(zip(a, p)) and masks_as_pairs(negatives) == set(zip(a, n))
     with pytest.raises(ValueError, match="mines within the batch"):
-        miner.pair_masks(e, y, SEED, e, y)
+        miner.pair_masks(e, y, SEED, miners.References(e, y))
 
 
 def test_pair_miners_serialise():

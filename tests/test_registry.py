@@ -36,7 +36,8 @@ def test_every_preset_is_complete_and_consistent(name):
 
 @pytest.mark.parametrize("name", registry.list_models(pretrained=True))  # every published entry, no edit per method
 def test_published_weights_load_verified_and_reproduce_their_card(name):
-    from zoo.training import config_from_preset, evaluation_sets, measure
+    from zoo.evaluation import evaluation_sets, measure
+    from zoo.training import config_from_preset
 
     model = zoo.load(name)  # sha256- and provenance-checked
     card = zoo.get_entry(name)

@@ -16,7 +16,8 @@ from tensorboard.plugins import projector
 
 import zoo
 from zoo import cards, cli, metrics, registry, viz
-from zoo.callbacks import RetrievalEvaluation, embed_dataset
+from zoo.callbacks import RetrievalEvaluation
+from zoo.evaluation import embed_dataset
 from zoo.methods import build_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -189,6 +190,9 @@ def test_embedding_map_writes_a_png_and_asks_for_matplotlib_when_missing(tmp_pat
     out = tmp_path / "maps" / "map.png"
     path = viz.map_from_embeddings(embeddings, labels, out, class_names=list("abcd"), method="pca")
     assert Image.open(path).size == (700, 700)
+    identity = keras.Sequential([keras.Input((4,)), keras.layers.Identity()])
+    data = tf.data.Dataset.from_tensor_slices((embeddings, labels)).batch(16)
+    assert Image.open(viz.embedding_map(identity, data, tmp_path / "model.png", method="pca")).size == (700, 700)
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     with pytest.raises(ImportError, match=r'pip install "zoo\[viz\]"'):

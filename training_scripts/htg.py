@@ -9,21 +9,8 @@
 is the triplet loss on those triplets and on G's (zoo/methods/htg.py: f_loss), so --loss does not apply.
 """
 
-import argparse
-
-from zoo.cli import metrics_table
-from zoo.training import add_train_arguments, config_from_args, train
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser, method="htg")
-    args = parser.parse_args()
-    if args.loss is not None:
-        parser.error("HTG trains F with the triplet loss on G's hard triplets: choose its triplets with --miner")
-    result = train(config_from_args(args, method="htg"))
-    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
-
+from zoo.training import run_script, script_parser
 
 if __name__ == "__main__":
-    main()
+    run_script(script_parser("htg", __doc__), refused=("loss",),
+               refusal="HTG trains F with the triplet loss on G's hard triplets: choose its triplets with --miner")

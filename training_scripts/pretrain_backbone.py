@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 
 from zoo.backbones import backbone_part, build_embedding_net
-from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset
+from zoo.evaluation import embed_dataset
 from zoo.methods import MetricModel
 from zoo.metrics import evaluate
 

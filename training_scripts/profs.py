@@ -15,27 +15,16 @@ preset the base loss is contrastive (C-PROFS): the semi-hard triplet loss collap
 
 import argparse
 
-from zoo.cli import metrics_table
-from zoo.training import add_train_arguments, config_from_args, train
+from zoo.training import run_script, script_parser
 
 # PROFS flags -> ProfsModel hyperparameters
 PROFS_FLAGS = ("proximal_weight", "rho", "steps_per_projection", "hard_negative_class_mining")
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser, method="profs")
+if __name__ == "__main__":
+    parser = script_parser("profs", __doc__)
     parser.add_argument("--proximal-weight", type=float, help="lambda of eq. 4.6 (1e-3)")
     parser.add_argument("--rho", type=int, help="M = ceil(rho L / P) (6, Sec. 5.4)")
     parser.add_argument("--steps-per-projection", type=int, help="M directly (overrides --rho)")
     parser.add_argument("--hncm", dest="hard_negative_class_mining", action=argparse.BooleanOptionalAction,
                         help="hard negative class mining (on in the presets)")
-    args = parser.parse_args()
-    config = config_from_args(args, method="profs")
-    config.hyperparameters.update({k: getattr(args, k) for k in PROFS_FLAGS if getattr(args, k) is not None})
-    result = train(config)
-    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
-
-
-if __name__ == "__main__":
-    main()
+    run_script(parser, hyperparameters=PROFS_FLAGS)

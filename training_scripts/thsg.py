@@ -10,21 +10,8 @@
 THSG(Semi/Soft/D), eq. 25). The Table 2 hyperparameters come with each dataset's preset.
 """
 
-import argparse
-
-from zoo.cli import metrics_table
-from zoo.training import add_train_arguments, config_from_args, train
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser, method="thsg")
-    args = parser.parse_args()
-    if args.loss is not None:
-        parser.error("THSG's metric loss is the triplet loss of eq. (6): choose its triplets with --miner")
-    result = train(config_from_args(args, method="thsg"))
-    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
-
+from zoo.training import run_script, script_parser
 
 if __name__ == "__main__":
-    main()
+    run_script(script_parser("thsg", __doc__), refused=("loss",),
+               refusal="THSG's metric loss is the triplet loss of eq. (6): choose its triplets with --miner")

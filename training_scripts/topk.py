@@ -10,37 +10,26 @@ Prints the metrics before and after training, then the trained model's row of th
 (P@1, P@3, P@5, P@10, R@3, R@5, R@10, NMI, mAP, F1).
 """
 
-import argparse
+import dataclasses
 from pathlib import Path
 
 import keras
 
-from zoo.callbacks import embed_dataset
 from zoo.cli import metrics_table
-from zoo.data import eval_pipeline, load_dataset
-from zoo.metrics import evaluate
-from zoo.training import TrainConfig, add_train_arguments, config_from_args, train
+from zoo.evaluation import evaluation_sets, measure
+from zoo.training import TrainConfig, run_script, script_parser
 
 TABLE_1 = ("precision@1", "precision@3", "precision@5", "precision@10", "recall@3", "recall@5", "recall@10",
            "nmi", "map", "f1")
 
 
 def table_1_metrics(config: TrainConfig, run_dir: str) -> dict[str, float]:
-    """The trained model's test metrics with Table 1's recall cut-offs (1, 3, 5, 10)."""
+    """The trained model's test metrics with Table 1's cut-offs (1, 3, 5, 10)."""
     model = keras.models.load_model(Path(run_dir) / "model.keras")
-    test_set = load_dataset(config.dataset, "test", config.data_dir)
-    embeddings, labels = embed_dataset(model, eval_pipeline(test_set, config.input_size, config.eval_batch_size))
-    return evaluate(embeddings, labels, recall_ks=(1, 3, 5, 10), seed=config.seed)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser, method="topk")
-    config = config_from_args(parser.parse_args(), method="topk")
-    result = train(config)
-    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
-    print(metrics_table({"Table 1": table_1_metrics(config, result["run_dir"])}, columns=TABLE_1))
+    table_config = dataclasses.replace(config, recall_ks=(1, 3, 5, 10), precision_ks=(1, 3, 5, 10))
+    return measure(model, *evaluation_sets(table_config), table_config)
 
 
 if __name__ == "__main__":
-    main()
+    config, result = run_script(script_parser("topk", __doc__))
+    print(metrics_table({"Table 1": table_1_metrics(config, result["run_dir"])}, columns=TABLE_1))

@@ -5,18 +5,7 @@
     python training_scripts/triplet.py --dataset cars196 --data-dir DATA --miner distance-weighted --loss margin
 """
 
-import argparse
-
-from zoo.cli import metrics_table
-from zoo.training import add_train_arguments, config_from_args, train
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(parser, method="triplet")
-    result = train(config_from_args(parser.parse_args(), method="triplet"))
-    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
-
+from zoo.training import run_script, script_parser
 
 if __name__ == "__main__":
-    main()
+    run_script(script_parser("triplet", __doc__))

@@ -1,4 +1,4 @@
-"""Retrieval evaluation during ``fit``: embed an evaluation set, run :func:`zoo.metrics.evaluate`.
+"""Retrieval evaluation during ``fit``: :mod:`zoo.evaluation`'s embeddings scored by :func:`zoo.metrics.evaluate`.
 
     callbacks = [
         RetrievalEvaluation(eval_data, every_n_epochs=5, log_dir="runs/x/logs"),  # first
@@ -29,45 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from zoo import viz
+from zoo.evaluation import embed_for_retrieval
 from zoo.metrics import evaluate
-
-
-@tf.function(reduce_retracing=True)
-def _embed_batch(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
-    return model(images, training=False)
-
-
-def embed_dataset(model: keras.Model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and labels of a dataset of ``(images, labels)`` batches, in dataset order.
-
-    One pass over ``dataset`` (so a shuffled or augmented dataset keeps images and labels
-    paired), calling ``model(images, training=False)`` in a ``tf.function`` traced once per model.
-
-    Returns:
-        ``(embeddings, labels)``: float32 (N, D) and int64 (N,) arrays.
-    """
-    embeddings, labels = [], []
-    for images, batch_labels in dataset:
-        embeddings.append(_embed_batch(model, images).numpy())
-        labels.append(np.reshape(batch_labels, [-1]))
-    if not embeddings:
-        raise ValueError("the evaluation dataset is empty")
-    return np.concatenate(embeddings).astype(np.float32), np.concatenate(labels).astype(np.int64)
-
-
-def embed_for_retrieval(
-    model: keras.Model, dataset: tf.data.Dataset, reference_dataset: tf.data.Dataset | None = None
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Query embeddings and labels, and the gallery's as :func:`zoo.metrics.evaluate`'s keyword arguments.
-
-    Returns:
-        ``(embeddings, labels, reference)``; ``reference`` holds ``reference_embeddings`` and
-        ``reference_labels`` of ``reference_dataset``, or is empty without one.
-    """
-    reference = {}
-    if reference_dataset is not None:
-        reference["reference_embeddings"], reference["reference_labels"] = embed_dataset(model, reference_dataset)
-    return (*embed_dataset(model, dataset), reference)
 
 
 def evaluate_arguments(metrics: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -178,8 +142,6 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     def _write_images(
         self, embeddings: np.ndarray, labels: np.ndarray, reference: dict[str, np.ndarray], step: int
     ) -> None:
-        from zoo import viz  # imported here: viz embeds with embed_dataset from this module
-
         grid = viz.grid_from_embeddings(
             embeddings, labels, self.dataset, self.grid_queries, self.grid_k,
             reference_dataset=self.reference_dataset, **reference,

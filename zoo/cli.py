@@ -48,8 +48,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from zoo.evaluation import evaluation_sets, measure
     from zoo.registry import load_model, model_input_size
-    from zoo.training import TrainConfig, evaluation_sets, measure
+    from zoo.training import TrainConfig
 
     model = load_model(args.model)
     config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=model_input_size(model))
@@ -67,9 +68,9 @@ def _export(args: argparse.Namespace) -> None:
 
 def _show(args: argparse.Namespace) -> None:
     from zoo import viz
-    from zoo.callbacks import embed_for_retrieval
+    from zoo.evaluation import embed_for_retrieval, evaluation_pipelines, evaluation_sets
     from zoo.registry import load_model, model_input_size
-    from zoo.training import TrainConfig, evaluation_pipelines, evaluation_sets
+    from zoo.training import TrainConfig
 
     model = load_model(args.model)
     config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=model_input_size(model))

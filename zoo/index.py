@@ -10,7 +10,7 @@
 
 The index is kept beside the model, not in it (TensorFlow Similarity's index, outside the Model class).
 Images go through the evaluation's preprocessing (:func:`zoo.data.preprocess_for_embedding`) and
-:func:`zoo.callbacks.embed_dataset`, so their embeddings are the ones the published metrics were measured
+:func:`zoo.evaluation.embed_dataset`, so their embeddings are the ones the published metrics were measured
 with. The distance is the L2 distance between the unit embeddings (as in :mod:`zoo.viz`'s grids). Search
 is exact (faiss ``IndexFlatL2``) by default; ``kind="hnsw"`` (graph) or ``kind="ivf"`` (inverted lists)
 are approximate and faster on large galleries. A gallery folder with subfolders labels each image
@@ -31,9 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 from zoo import registry
-from zoo.callbacks import embed_dataset
 from zoo.data import ImageSet, eval_pipeline, preprocess_for_embedding
 from zoo.data.folder import check_readable, image_files
+from zoo.evaluation import embed_dataset
 
 KINDS = ("exact", "hnsw", "ivf")
 HNSW_NEIGHBORS = 32  # graph degree M of the HNSW index

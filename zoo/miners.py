@@ -17,7 +17,7 @@ mined positive and (a, n) a mined negative pair.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
@@ -29,6 +29,18 @@ PairMasks = tuple[tf.Tensor, tf.Tensor]
 _NEG_INF = -1e9
 
 
+class References(NamedTuple):
+    """What a batch is compared with instead of itself (a cross-batch memory's contents).
+
+    ``embeddings`` (M, D) and ``labels`` (M,); ``comparable`` (N, M) bool says which pairs exist
+    (filled slots, not a sample's own slot), all when None.
+    """
+
+    embeddings: tf.Tensor
+    labels: tf.Tensor
+    comparable: tf.Tensor | None = None
+
+
 def _positive_pairs(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """All ordered positive pairs (a, p), a != p, plus the positive and negative masks."""
     positives, negatives = ops.same_class_masks(labels)
@@ -36,20 +48,17 @@ def _positive_pairs(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor,
     return pairs[:, 0], pairs[:, 1], positives, negatives
 
 
-def candidate_pairs(
-    labels: tf.Tensor, ref_labels: tf.Tensor | None = None, comparable: tf.Tensor | None = None
-) -> PairMasks:
+def candidate_pairs(labels: tf.Tensor, references: References | None = None) -> PairMasks:
     """(N, M) masks of every valid positive (same label) and negative (other label) pair.
 
-    Without references a sample is not its own positive; with references (``ref_labels``),
-    ``comparable`` (N, M) bool says which pairs exist (a memory's filled slots, not oneself).
+    Without references a sample is not its own positive; with them, only their comparable pairs count.
     """
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    if ref_labels is None:
+    if references is None:
         return ops.same_class_masks(labels)
-    same = tf.equal(labels[:, None], tf.reshape(tf.cast(ref_labels, tf.int32), [-1])[None, :])
-    if comparable is not None:
-        return same & comparable, ~same & comparable
+    same = tf.equal(labels[:, None], tf.reshape(tf.cast(references.labels, tf.int32), [-1])[None, :])
+    if references.comparable is not None:
+        return same & references.comparable, ~same & references.comparable
     return same, ~same
 
 
@@ -75,36 +84,24 @@ class Miner:
         raise NotImplementedError
 
     def pair_masks(
-        self,
-        embeddings: tf.Tensor,
-        labels: tf.Tensor,
-        seed: tf.Tensor,
-        ref_embeddings: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        comparable: tf.Tensor | None = None,
+        self, embeddings: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, references: References | None = None
     ) -> PairMasks:
         """The mined positive and negative pairs as (N, M) masks: the (a, p) and (a, n) of each triplet."""
-        self._check_no_references(ref_embeddings)
+        self._check_no_references(references)
         a, p, neg = self(embeddings, labels, seed)
         n = tf.shape(embeddings)[0]
         return _scatter_mask(tf.stack([a, p], 1), [n, n]), _scatter_mask(tf.stack([a, neg], 1), [n, n])
 
     def triplet_mask(
-        self,
-        embeddings: tf.Tensor,
-        labels: tf.Tensor,
-        seed: tf.Tensor,
-        ref_embeddings: tf.Tensor | None = None,
-        ref_labels: tf.Tensor | None = None,
-        comparable: tf.Tensor | None = None,
+        self, embeddings: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, references: References | None = None
     ) -> tf.Tensor:
         """The mined triplets as an (N, M, M) mask over (anchor, positive, negative)."""
-        self._check_no_references(ref_embeddings)
+        self._check_no_references(references)
         n = tf.shape(embeddings)[0]
         return _scatter_mask(tf.stack(self(embeddings, labels, seed), 1), [n, n, n])
 
-    def _check_no_references(self, ref_embeddings: tf.Tensor | None) -> None:
-        if ref_embeddings is not None:
+    def _check_no_references(self, references: References | None) -> None:
+        if references is not None:
             raise ValueError(f"the {self.name!r} miner mines within the batch; with references use 'all' or "
                              "'multi-similarity'")
 
@@ -123,14 +120,14 @@ class PairMiner(Miner):
     def mine_pairs(self, matrix: tf.Tensor, positives: tf.Tensor, negatives: tf.Tensor) -> PairMasks:
         raise NotImplementedError
 
-    def pair_masks(self, embeddings, labels, seed, ref_embeddings=None, ref_labels=None, comparable=None):
+    def pair_masks(self, embeddings, labels, seed, references=None):
         embeddings = tf.stop_gradient(tf.cast(embeddings, tf.float32))
-        refs = None if ref_embeddings is None else tf.stop_gradient(tf.cast(ref_embeddings, tf.float32))
-        positives, negatives = candidate_pairs(labels, ref_labels, comparable)
+        refs = None if references is None else tf.stop_gradient(tf.cast(references.embeddings, tf.float32))
+        positives, negatives = candidate_pairs(labels, references)
         return self.mine_pairs(self.distance(embeddings, refs), positives, negatives)
 
-    def triplet_mask(self, embeddings, labels, seed, ref_embeddings=None, ref_labels=None, comparable=None):
-        positives, negatives = self.pair_masks(embeddings, labels, seed, ref_embeddings, ref_labels, comparable)
+    def triplet_mask(self, embeddings, labels, seed, references=None):
+        positives, negatives = self.pair_masks(embeddings, labels, seed, references)
         return positives[:, :, None] & negatives[:, None, :]
 
     def mine(self, embeddings, labels, seed):
@@ -149,8 +146,8 @@ class AllMiner(PairMiner):
     def __init__(self):
         super().__init__()
 
-    def pair_masks(self, embeddings, labels, seed, ref_embeddings=None, ref_labels=None, comparable=None):
-        return candidate_pairs(labels, ref_labels, comparable)
+    def pair_masks(self, embeddings, labels, seed, references=None):
+        return candidate_pairs(labels, references)
 
     def get_config(self):
         return {}

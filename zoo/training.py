@@ -34,24 +34,18 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
 
 from zoo import registry
-from zoo.callbacks import (
-    EpochLog,
-    RetrievalEvaluation,
-    TrainingBackup,
-    embed_for_retrieval,
-    read_epoch_log,
-    weights_are_finite,
-)
-from zoo.data import DATASETS, ImageSet, eval_pipeline, load_dataset
+from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
+from zoo.cli import metrics_table
+from zoo.data import DATASETS, load_dataset
+from zoo.evaluation import evaluation_pipelines, evaluation_sets, measure, raw_pixel_model
 from zoo.methods import build_model, check_hyperparameters
 from zoo.names import METHOD_NAMES
-from zoo.metrics import evaluate
 from zoo.monitor import TrainingDiverged
 from zoo.optimizers import PaperAdam
 
@@ -123,34 +117,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def evaluation_sets(config: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
-    """The held-out queries and, for query/gallery benchmarks (In-Shop), the gallery."""
-    if config.dataset == "inshop":
-        return (load_dataset("inshop", "query", config.data_dir), load_dataset("inshop", "gallery", config.data_dir))
-    return load_dataset(config.dataset, "test", config.data_dir), None
-
-
-def measure(model: keras.Model, queries: ImageSet, gallery: ImageSet | None, config: TrainConfig) -> dict[str, float]:
-    """All retrieval metrics of ``model`` on the evaluation split(s)."""
-    query_data, gallery_data = evaluation_pipelines(queries, gallery, config)
-    embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
-    return evaluate(embeddings, labels, **reference, recall_ks=config.recall_ks, precision_ks=config.precision_ks,
-                    seed=config.seed)
-
-
-def raw_pixel_model(input_size: int) -> keras.Model:
-    """The baseline every embedding must beat: the center-cropped image's pixels as its embedding."""
-    return keras.Sequential([keras.Input((input_size, input_size, 3)), keras.layers.Flatten()], name="raw_pixels")
-
-
-def evaluation_pipelines(
-    queries: ImageSet, gallery: ImageSet | None, config: TrainConfig
-) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
-    """The center-cropped batches of the queries and, if any, of the gallery."""
-    gallery_data = None if gallery is None else eval_pipeline(gallery, config.input_size, config.eval_batch_size)
-    return eval_pipeline(queries, config.input_size, config.eval_batch_size), gallery_data
 
 
 def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:
@@ -409,9 +375,12 @@ def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None = None) -> None:
-    """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's)."""
+    """The training flags shared by ``zoo train`` and the training scripts (None = keep the preset's); a script
+    passes its ``method``, which replaces the ``--method`` flag."""
     if method is None:
         parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
+    else:
+        parser.set_defaults(method=method)
     parser.add_argument("--dataset", default="glyphs", help=f"training and test data: {', '.join(DATASETS)}")
     parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
@@ -453,9 +422,9 @@ def command_line(argv: list[str]) -> str:
     return " ".join(map(shlex.quote, [*words, *argv[1:]]))
 
 
-def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Preset (``--preset`` or ``<method>_<dataset>``) overridden by the flags that were given."""
-    method = method or args.method
+    method = args.method
     preset = args.preset or f"{method}_{args.dataset}"
     has_preset = preset in registry.list_models()
     if args.preset and not has_preset:
@@ -482,3 +451,35 @@ def config_from_args(args: argparse.Namespace, *, method: str | None = None) -> 
             hyperparameters[name] = getattr(args, name)
     overrides["hyperparameters"] = hyperparameters
     return dataclasses.replace(config, **overrides)
+
+
+def script_parser(method: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``training_scripts/<method>.py``: the script's docstring as its help, the training flags."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_arguments(parser, method=method)
+    return parser
+
+
+def run_script(
+    parser: argparse.ArgumentParser, *, hyperparameters: Sequence[str] = (), refused: Sequence[str] = (),
+    refusal: str = "",
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """A training script's run: parse its flags, train, print the untrained and trained metrics.
+
+    Args:
+        parser: :func:`script_parser`'s, with the script's own flags added.
+        hyperparameters: the script's flags that, when given, set the method hyperparameter of their name.
+        refused: flags (``"loss"``, ``"miner"``) the method does not take; giving one exits with ``refusal``.
+
+    Returns:
+        The configuration trained and :func:`train`'s result.
+    """
+    args = parser.parse_args()
+    if any(getattr(args, name) is not None for name in refused):
+        parser.error(refusal)
+    config = config_from_args(args)
+    config.hyperparameters.update({name: getattr(args, name) for name in hyperparameters
+                                   if getattr(args, name) is not None})
+    result = train(config)
+    print(metrics_table({"untrained": result["metrics_untrained"], "trained": result["metrics"]}))
+    return config, result

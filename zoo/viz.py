@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -27,8 +27,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw, ImageFont
 from tensorboard.plugins import projector
 
-from zoo.callbacks import embed_dataset
 from zoo.data import preprocess_for_embedding
+from zoo.evaluation import embed_dataset
 from zoo.metrics import l2_normalise, compute_ranking
 
 THUMBNAIL = 96  # side in pixels of each image of a retrieval grid
@@ -236,7 +236,7 @@ def grid_from_embeddings(
     """The retrieval grid of seeded queries among the embedded ``dataset`` (see :func:`retrieval_grid`).
 
     Args:
-        embeddings, labels: :func:`zoo.callbacks.embed_dataset` of ``dataset``.
+        embeddings, labels: :func:`zoo.evaluation.embed_dataset` of ``dataset``.
         reference_embeddings, reference_labels, reference_dataset: a gallery to retrieve from
             (In-Shop), given together; None retrieves among the other images of ``dataset``.
         class_names: names of the class ids, shown in the captions; the ids when None.
@@ -393,21 +393,10 @@ def map_from_embeddings(
     return out
 
 
-def embedding_map(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    out: str | Path,
-    *,
-    class_names: Sequence[str] | None = None,
-    method: str = "auto",
-    title: str | None = None,
-    seed: int = 0,
-) -> Path:
-    """Embed ``dataset`` and write its 2-D map coloured by class (:func:`map_from_embeddings`) to ``out``."""
-    embeddings, labels = embed_dataset(model, dataset)
-    return map_from_embeddings(
-        embeddings, labels, out, class_names=class_names, method=method, title=title, seed=seed
-    )
+def embedding_map(model: keras.Model, dataset: tf.data.Dataset, out: str | Path, **options: Any) -> Path:
+    """Embed ``dataset`` and write its 2-D map coloured by class to ``out``: :func:`map_from_embeddings`, which takes
+    the ``options`` (``class_names``, ``method``, ``title``, ``seed``)."""
+    return map_from_embeddings(*embed_dataset(model, dataset), out, **options)
 
 
 def sprite_image(images: np.ndarray) -> tuple[np.ndarray, int]:

@@ -30,8 +30,8 @@ from pytorch_metric_learning import miners as pml_miners
 import keras
 from zoo import losses as zoo_losses
 from zoo.backbones import build_embedding_net
-from zoo.callbacks import embed_dataset
 from zoo.data import eval_pipeline, load_dataset, train_pipeline
+from zoo.evaluation import embed_dataset
 from zoo.methods import MetricModel
 from zoo.metrics import evaluate
 

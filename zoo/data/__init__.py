@@ -5,7 +5,8 @@ the test classes are disjoint from the training classes. :func:`train_pipeline` 
 ImageSet into an infinite stream of class-balanced batches (P classes x K images, drawn by
 :class:`PKSampler`); :func:`eval_pipeline` into one finite pass in dataset order.
 
-Datasets (:data:`DATASETS`):
+Datasets by name (:data:`DATASET_LOADERS`, a dict of loaders ``(split, data_dir, **options) -> ImageSet``;
+:data:`DATASETS` its names, :data:`SPLITS` their splits):
 
 - ``digits`` (default): scikit-learn's bundled 8x8 digits, classes 0-4 train, 5-9 test.
 - ``glyphs``: Unicode characters rendered from the fonts matplotlib ships, Omniglot-like: hundreds of
@@ -19,7 +20,9 @@ Datasets (:data:`DATASETS`):
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -27,6 +30,7 @@ from zoo.data.pipeline import PKSampler, eval_pipeline, preprocess_for_embedding
 
 __all__ = [
     "DATASETS",
+    "DATASET_LOADERS",
     "SPLITS",
     "ImageSet",
     "PKSampler",
@@ -35,15 +39,6 @@ __all__ = [
     "preprocess_for_embedding",
     "train_pipeline",
 ]
-
-DATASETS: tuple[str, ...] = ("digits", "glyphs", "synthetic", "cub200", "cars196", "sop", "inshop", "folder")
-
-SPLITS: dict[str, tuple[str, ...]] = {
-    **{name: ("train", "test") for name in DATASETS},
-    "inshop": ("train", "query", "gallery"),
-    "glyphs": ("train", "test", "pretrain"),  # pretrain: classes of neither, for pre-training backbones
-}
-
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
@@ -185,23 +180,32 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None, *
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}.{hint}")
     if split not in SPLITS[name]:
         raise ValueError(f"unknown split {split!r} of dataset {name!r}; available: {', '.join(SPLITS[name])}")
-    # Loaders are imported here: they import ImageSet from this package.
-    if name == "digits":
-        from zoo.data.digits import load_digits
+    return DATASET_LOADERS[name](split, data_dir, **options)
 
-        return load_digits(split, **options)
-    if name == "glyphs":
-        from zoo.data.glyphs import load_glyphs
 
-        return load_glyphs(split, **options)
-    if name == "synthetic":
-        from zoo.data.synthetic import load_synthetic
+# ---- the datasets by name ------------------------------------------------------------------------
+# Imported last: each loader's module imports ImageSet and build_image_set from this package.
+from zoo.data import benchmarks, digits, folder, glyphs, synthetic  # noqa: E402
 
-        return load_synthetic(split, **options)
-    if name == "folder":
-        from zoo.data.folder import load_folder
+DatasetLoader = Callable[..., ImageSet]  # (split, data_dir, **options) -> ImageSet
 
-        return load_folder(split, data_dir, **options)
-    from zoo.data.benchmarks import load_benchmark
 
-    return load_benchmark(name, split, data_dir, **options)
+def _in_memory(load: Callable[..., ImageSet]) -> DatasetLoader:
+    """The loader of a set generated in memory, which has no files: ``data_dir`` is ignored."""
+    return lambda split, data_dir=None, **options: load(split, **options)
+
+
+DATASET_LOADERS: dict[str, DatasetLoader] = {
+    "digits": _in_memory(digits.load_digits),
+    "glyphs": _in_memory(glyphs.load_glyphs),
+    "synthetic": _in_memory(synthetic.load_synthetic),
+    **{name: functools.partial(benchmarks.load_benchmark, name) for name in benchmarks.BENCHMARKS},
+    "folder": folder.load_folder,
+}
+DATASETS: tuple[str, ...] = tuple(DATASET_LOADERS)
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    **{name: ("train", "test") for name in DATASETS},
+    "inshop": ("train", "query", "gallery"),
+    "glyphs": ("train", "test", "pretrain"),  # pretrain: classes of neither, for pre-training backbones
+}

@@ -88,26 +88,27 @@ class ComposedLoss(MetricLoss):
         self.distance = distances_lib.get(distance, self.default_distance)
         self.reduction = reducers.check(reduction or self.default_reduction)
 
-    def call(self, embeddings, labels, seed=None, anchor_mask=None, ref_embeddings=None, ref_labels=None,
-             comparable=None):
+    def call(self, embeddings, labels, seed=None, anchor_mask=None, references: miners_lib.References | None = None):
         if anchor_mask is not None and not self.takes_anchor_mask:
             raise ValueError(f"{type(self).__name__} takes no anchor_mask (PROFS' constraint on pairs of samples)")
-        if ref_embeddings is not None and not self.takes_references:
+        if references is not None and not self.takes_references:
             raise ValueError(f"{type(self).__name__} compares the batch with itself: it takes no references")
         embeddings = tf.cast(embeddings, tf.float32)
         labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
         seed = tf.zeros([2], tf.int64) if seed is None else tf.cast(seed, tf.int64)
-        kwargs = {} if ref_embeddings is None else {
-            "ref_embeddings": tf.stop_gradient(tf.cast(ref_embeddings, tf.float32)),
-            "ref_labels": tf.reshape(tf.cast(ref_labels, tf.int32), [-1]),
-            "comparable": comparable,
-        }
+        kwargs = {} if references is None else {"references": miners_lib.References(
+            tf.stop_gradient(tf.cast(references.embeddings, tf.float32)),
+            tf.reshape(tf.cast(references.labels, tf.int32), [-1]),
+            references.comparable,
+        )}
         return reducers.reduce(self.reduction, self.compute(embeddings, labels, seed, anchor_mask, **kwargs))
 
     def compute(
-        self, embeddings: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, anchor_mask: tf.Tensor | None, **references
+        self, embeddings: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, anchor_mask: tf.Tensor | None,
+        references: miners_lib.References | None = None,
     ) -> list[Terms]:
-        """The loss's terms on float32 ``embeddings`` and int32 ``labels`` (and a memory's ``references``)."""
+        """The loss's terms on float32 ``embeddings`` and int32 ``labels`` (and a memory's ``references``, passed
+        only to the losses that take them)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -116,6 +117,11 @@ class ComposedLoss(MetricLoss):
             "distance": distances_lib.serialize(self.distance),
             "reduction": self.reduction,
         }
+
+
+def reference_embeddings(references: miners_lib.References | None) -> tf.Tensor | None:
+    """The embeddings a distance compares the batch with: the references', the batch itself (None) without."""
+    return None if references is None else references.embeddings
 
 
 def make_miner(miner: str | dict | miners_lib.Miner, margin: float | None = None) -> miners_lib.Miner:
@@ -140,10 +146,10 @@ class PairLoss(ComposedLoss):
         super().__init__(**kwargs)
         self.miner = make_miner(miner)
 
-    def compute(self, embeddings, labels, seed, anchor_mask, ref_embeddings=None, ref_labels=None, comparable=None):
-        positives, negatives = self.miner.pair_masks(embeddings, labels, seed, ref_embeddings, ref_labels, comparable)
+    def compute(self, embeddings, labels, seed, anchor_mask, references=None):
+        positives, negatives = self.miner.pair_masks(embeddings, labels, seed, references)
         positives, negatives = restrict_to_anchors(positives, negatives, anchor_mask)
-        return self.pair_terms(self.distance(embeddings, ref_embeddings), positives, negatives)
+        return self.pair_terms(self.distance(embeddings, reference_embeddings(references)), positives, negatives)
 
     def pair_terms(self, matrix: tf.Tensor, positives: tf.Tensor, negatives: tf.Tensor) -> list[Terms]:
         raise NotImplementedError
@@ -177,11 +183,11 @@ class TripletBasedLoss(ComposedLoss):
         keep = tf.gather(tf.reshape(tf.cast(anchor_mask, tf.bool), [-1]), anchors)
         return tuple(tf.boolean_mask(t, keep) for t in (anchors, positives, negatives))
 
-    def compute(self, embeddings, labels, seed, anchor_mask, ref_embeddings=None, ref_labels=None, comparable=None):
-        triplets = self.miner.triplet_mask(embeddings, labels, seed, ref_embeddings, ref_labels, comparable)
+    def compute(self, embeddings, labels, seed, anchor_mask, references=None):
+        triplets = self.miner.triplet_mask(embeddings, labels, seed, references)
         if anchor_mask is not None:
             triplets &= tf.reshape(tf.cast(anchor_mask, tf.bool), [-1, 1, 1])
-        return self.triplet_terms(self.distance(embeddings, ref_embeddings), triplets, labels)
+        return self.triplet_terms(self.distance(embeddings, reference_embeddings(references)), triplets, labels)
 
     def triplet_terms(self, matrix: tf.Tensor, triplets: tf.Tensor, labels: tf.Tensor) -> list[Terms]:
         raise NotImplementedError

@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from zoo.losses.base import ComposedLoss, MetricLoss
+from zoo.miners import References
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -61,10 +62,9 @@ class CrossBatchMemory(MetricLoss):
         self.filled.assign(tf.stack([count, (start + batch) % self.memory_size]))
         filled = tf.range(self.memory_size) < count
         not_self = ~tf.cast(tf.one_hot(slots, self.memory_size), tf.bool)
-        return self.loss(
-            embeddings, labels, seed, ref_embeddings=tf.convert_to_tensor(self.embedding_memory),
-            ref_labels=tf.convert_to_tensor(self.label_memory), comparable=filled[None, :] & not_self,
-        )
+        memory = References(tf.convert_to_tensor(self.embedding_memory), tf.convert_to_tensor(self.label_memory),
+                            filled[None, :] & not_self)
+        return self.loss(embeddings, labels, seed, references=memory)
 
     def get_config(self):
         return {
