@@ -5,8 +5,10 @@ from typing import Iterable
 import keras
 import tensorflow as tf
 
-from zoo.data import ImageSet, eval_pipeline
+from zoo import registry
+from zoo.data import ImageSet, eval_pipeline, load_dataset
 from zoo.evaluation import embed_dataset
+from zoo.methods import build_model
 from zoo.metrics import evaluate
 
 
@@ -32,6 +34,26 @@ def fit_and_measure(
     before = measure()
     model.fit(train_data, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=list(callbacks))
     return before, measure()
+
+
+def fit_preset_and_measure(name: str, metrics: Iterable[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """``(before, after)`` on the unseen test split: registry entry ``name``'s model trained as its preset says
+    (its network, hyperparameters, batches, Adam rate and steps; seed 0)."""
+    preset = registry.get_entry(name)
+    training = preset["training"]
+    train_set, test_set = load_dataset(preset["dataset"], "train"), load_dataset(preset["dataset"], "test")
+    keras.utils.set_random_seed(0)
+    model = build_model(preset["method"], backbone=preset["backbone"], embedding_dim=preset["embedding_dim"],
+                        input_size=preset["input_size"], backbone_weights=preset["backbone_weights"],
+                        freeze_batchnorm=preset["freeze_batchnorm"], num_classes=train_set.num_classes,
+                        **preset["hyperparameters"])
+    model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]))
+    dataset = model.make_train_dataset(
+        train_set, preset["input_size"], training["classes_per_batch"], training["images_per_class"], seed=0
+    )
+    before, after = fit_and_measure(model, dataset, {"test": test_set}, metrics=metrics,
+                                    steps=training["epochs"] * training["steps_per_epoch"])
+    return before["test"], after["test"]
 
 
 class AtStep(keras.callbacks.Callback):

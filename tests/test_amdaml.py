@@ -1,7 +1,6 @@
 """AMDAML (papers/002): margins and bounds, L_PC on hand-made tensors, the adversarial game, pre-training,
 serialisation, export and a digits run."""
 
-import json
 import math
 import runpy
 import sys
@@ -301,29 +300,6 @@ def test_pretraining_leaves_out_the_generated_pairs_and_freezes_the_generator(ba
     assert logs[-1]["adversarial_pc"] == 0.0 and logs[-1]["adversarial_d2"] == 0.0
     model.train_on_batch(*batch)
     assert _theta(model) != 0.5  # Algorithm 1 line 3 on: the generator moves from the third step
-
-
-# ---- serialisation and export ------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def trained(batch):
-    model = _model(pretrain_steps=0, alpha=4.0, lambda1=0.2, closeness="negative", theta_max=0.8)
-    for _ in range(2):
-        model.train_on_batch(*batch)
-    return model
-
-
-def test_keras_round_trip_keeps_embeddings_config_and_training_state(tmp_path, trained, batch):
-    trained.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
-    assert isinstance(loaded, AMDAML)
-    assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(trained.get_config()))
-    assert (loaded.alpha, loaded.lambda1, loaded.pretrain_steps) == (4.0, 0.2, 0)
-    assert loaded.readings["closeness"] == "negative" and loaded.generator.theta_max == 0.8
-    np.testing.assert_allclose(loaded.predict(batch[0], verbose=0), trained.predict(batch[0], verbose=0), atol=1e-6)
-    assert _theta(loaded) == pytest.approx(_theta(trained)) and _theta(loaded) != 0.4
-    assert int(loaded.optimizer.iterations) == 2 and int(loaded.generator_optimizer.iterations) == 2
-
-
 
 
 # ---- registry, script, distribution, learning ----------------------------------------------------------

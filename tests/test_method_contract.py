@@ -23,6 +23,9 @@ from distributed.steps import ACTIVE
 
 NUM_CLASSES = 4
 SMALL_BATCHES = {"topk": {"batch_size": 16}}  # top-k's own sampler: 16 images of the 4-class set
+# Settings off the defaults, which the config and .keras round trips must keep.
+OFF_DEFAULTS = {"amdaml": {"closeness": "negative", "theta_max": 0.8}, "htg": {"miner": "semi-hard", "b": 0.5},
+                "thsg": {"phi": 0.25}, "profs": {"rho": 4}, "topk": {"k": 3}, "triplet": {"miner": "semi-hard"}}
 
 
 def optimizers(model: keras.Model) -> dict[str, keras.optimizers.Optimizer]:
@@ -36,7 +39,8 @@ def stepped(request):
     """A method's model before and after 3 steps on its own batches of a 4-class set."""
     method = request.param
     keras.utils.set_random_seed(0)
-    model = build_model(method, embedding_dim=8, input_size=16, num_classes=NUM_CLASSES, **ACTIVE.get(method, {}), **SMALL_BATCHES.get(method, {}))
+    model = build_model(method, embedding_dim=8, input_size=16, num_classes=NUM_CLASSES,
+                        **{**ACTIVE.get(method, {}), **SMALL_BATCHES.get(method, {}), **OFF_DEFAULTS.get(method, {})})
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     image_set = load_dataset("synthetic", "train", num_classes=2 * NUM_CLASSES, images_per_class=6, image_size=16)
     dataset = model.make_train_dataset(image_set, 16, classes_per_batch=NUM_CLASSES, images_per_class=4, seed=0)
@@ -95,6 +99,10 @@ def test_keras_file_keeps_outputs_and_every_optimizers_state(stepped, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     assert type(loaded) is type(model)
+    assert json.loads(json.dumps(loaded.get_config())) == json.loads(json.dumps(model.get_config()))
+    for (network, _), (loaded_network, _) in zip(model.sub_networks(), loaded.sub_networks()):
+        for a, b in zip(loaded_network.get_weights(), network.get_weights()):
+            np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(loaded.predict(stepped["images"], verbose=0),
                                model.predict(stepped["images"], verbose=0), atol=1e-5)
     loaded_optimizers = optimizers(loaded)

@@ -12,14 +12,14 @@ import pytest
 import tensorflow as tf
 
 from zoo import losses
-from zoo.data import ImageSet, load_dataset
+from zoo.data import ImageSet
 from zoo.methods import build_model
 from zoo.methods import profs
 from zoo.methods.profs import ProfsModel, ProfsSampler, hard_negative_classes, profs_pipeline, projection_length
 from zoo.optimizers import PaperAdam
 from zoo.training import config_from_preset
 
-from learning import fit_and_measure
+from learning import fit_preset_and_measure
 
 
 def tiny_model(**hyperparameters) -> ProfsModel:
@@ -403,18 +403,6 @@ def test_short_digits_training_raises_recall_at_1_and_map_at_r_on_unseen_digits(
     # The profs_digits preset: T-PROFS-HNCM with batch-hard triplets, frozen BatchNorm, Adam 1e-4,
     # 5 digits x 16 images, 40 steps. Measured for seeds 0-3: R@1 .9721 -> .9788, .9676 -> .9766,
     # .9643 -> .9777, .9699 -> .9810; MAP@R .481 -> .501, .464 -> .486, .408 -> .494, .480 -> .518.
-    preset = next(preset for preset in profs.PRESETS if preset["name"] == "profs_digits")
-    training = preset["training"]
-    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
-    keras.utils.set_random_seed(0)
-    model = build_model("profs", embedding_dim=preset["embedding_dim"], input_size=preset["input_size"],
-                        freeze_batchnorm=preset["freeze_batchnorm"], num_classes=5, **preset["hyperparameters"])
-    model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]))
-    dataset = model.make_train_dataset(
-        train_set, preset["input_size"], training["classes_per_batch"], training["images_per_class"], seed=0
-    )
-    before, after = fit_and_measure(model, dataset, {"test": test_set}, metrics=("recall", "map@r"),
-                                    steps=training["epochs"] * training["steps_per_epoch"])
-    before, after = before["test"], after["test"]
+    before, after = fit_preset_and_measure("profs_digits", metrics=("recall", "map@r"))
     assert after["recall@1"] > before["recall@1"], (before, after)
     assert after["map@r"] > before["map@r"] + 0.01, (before, after)

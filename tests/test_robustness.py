@@ -160,7 +160,7 @@ def test_sigkill_mid_run_then_resume_ends_where_the_uninterrupted_run_ends(tmp_p
 # ---- divergence and publishing -------------------------------------------------------------------------
 def test_divergence_stops_at_the_first_nan_and_keeps_the_last_finite_state(tmp_path, monkeypatch):
     published = []
-    monkeypatch.setattr(training.registry, "publish", lambda *args, **kwargs: published.append(args))
+    monkeypatch.setattr(training.registry, "publish", lambda *args, **kwargs: published.append((args, kwargs)))
     _with_callback(monkeypatch, _Poison(4))
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 2 \(1-based\).*epoch-00001.weights.h5 keeps"):
@@ -194,7 +194,11 @@ def test_a_model_worse_than_untrained_is_published_only_with_force(tmp_path, mon
     with pytest.raises(ValueError, match=r"MAP@R 0.1000 is below the untrained model's 0.3000.*--force"):
         _publishing_run(tmp_path / "a", monkeypatch)
     assert (tmp_path / "a" / "run" / "model.keras").exists()  # the run itself is kept
-    assert len(_publishing_run(tmp_path / "b", monkeypatch, "--force")) == 1
+    [(_, kwargs)] = _publishing_run(tmp_path / "b", monkeypatch, "--force", "--lr", "0.002")
+    trained_with = kwargs["trained_with"]  # the resolved configuration, for the card
+    assert (trained_with["dataset"], trained_with["epochs"], trained_with["steps_per_epoch"]) == ("digits", 1, 1)
+    assert trained_with["learning_rate"] == 0.002 and trained_with["hyperparameters"] == {"loss": "triplet", "miner": "all"}
+    assert "run_dir" not in trained_with and "force" not in trained_with
 
 
 def test_a_non_finite_model_is_never_published():

@@ -21,7 +21,7 @@ from zoo.methods.topk import (
     topk_precision_loss,
 )
 
-from learning import fit_and_measure
+from learning import fit_preset_and_measure
 
 # The candidates of Fig. 2 and Fig. 3, in descending order of ŝ (the figures' row "ŝ:").
 FIGURE_SCORES_HAT = np.array([0.99, 0.9, 0.8, 0.7, 0.65, 0.6, 0.55, 0.53, 0.5, 0.4])
@@ -68,24 +68,17 @@ def precision_loss(scores: np.ndarray, positive: np.ndarray, k: int) -> int:
 
 
 # ---- the paper's worked examples -------------------------------------------------------------
-def test_figure_2_case_1_gives_0_30():
-    scores = _figure_scores(FIGURE_2_POSITIVE)
-    loss = _loss(scores, FIGURE_2_POSITIVE, k=6)
-    assert loss == pytest.approx(0.65 + 0.6 - (0.55 + 0.4), abs=1e-6)
-    assert loss == pytest.approx(0.30, abs=1e-6)
-    misplaced_positive, misplaced_negative = _sets(FIGURE_SCORES_HAT, FIGURE_2_POSITIVE, k=6)
-    assert FIGURE_SCORES_HAT[misplaced_positive].tolist() == [0.55, 0.4]
-    assert FIGURE_SCORES_HAT[misplaced_negative].tolist() == [0.65, 0.6]
-
-
-def test_figure_3_case_2_gives_0_37():
-    scores = _figure_scores(FIGURE_3_POSITIVE)
-    loss = _loss(scores, FIGURE_3_POSITIVE, k=5)
-    assert loss == pytest.approx(0.8 + 0.65 - (0.55 + 0.53), abs=1e-6)
-    assert loss == pytest.approx(0.37, abs=1e-6)
-    misplaced_positive, misplaced_negative = _sets(FIGURE_SCORES_HAT, FIGURE_3_POSITIVE, k=5)
-    assert FIGURE_SCORES_HAT[misplaced_positive].tolist() == [0.55, 0.53]
-    assert FIGURE_SCORES_HAT[misplaced_negative].tolist() == [0.8, 0.65]
+@pytest.mark.parametrize("positive, k, misplaced_positive, misplaced_negative, value", [
+    (FIGURE_2_POSITIVE, 6, [0.55, 0.4], [0.65, 0.6], 0.30),   # Fig. 2, case 1 (eq. 6-7)
+    (FIGURE_3_POSITIVE, 5, [0.55, 0.53], [0.8, 0.65], 0.37),  # Fig. 3, case 2 (eq. 8-9)
+])
+def test_the_papers_figures_give_their_losses(positive, k, misplaced_positive, misplaced_negative, value):
+    loss = _loss(_figure_scores(positive), positive, k=k)
+    assert loss == pytest.approx(sum(misplaced_negative) - sum(misplaced_positive), abs=1e-6)
+    assert loss == pytest.approx(value, abs=1e-6)
+    positive_set, negative_set = _sets(FIGURE_SCORES_HAT, positive, k=k)
+    assert FIGURE_SCORES_HAT[positive_set].tolist() == misplaced_positive
+    assert FIGURE_SCORES_HAT[negative_set].tolist() == misplaced_negative
 
 
 def test_the_margin_is_applied_before_ranking():
@@ -393,19 +386,6 @@ def test_presets_follow_section_4_4():
 def test_short_digits_training_raises_precision_at_5_and_map_at_r_on_unseen_digits():
     # The preset topk_digits (frozen BatchNorm, Adam 5e-5, batches of 5 digits x 11, 60 steps).
     # Measured for seeds 0-3: P@5 +0.019, +0.011, +0.018, +0.007; MAP@R +0.034, +0.018, +0.054, +0.037.
-    preset = next(preset for preset in PRESETS if preset["name"] == "topk_digits")
-    training = preset["training"]
-    keras.utils.set_random_seed(0)
-    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
-    model = build_model("topk", backbone=preset["backbone"], embedding_dim=preset["embedding_dim"],
-                        input_size=preset["input_size"], backbone_weights=preset["backbone_weights"],
-                        freeze_batchnorm=preset["freeze_batchnorm"], **preset["hyperparameters"])
-    model.compile(optimizer=keras.optimizers.Adam(training["learning_rate"]))
-    dataset = model.make_train_dataset(
-        train_set, preset["input_size"], training["classes_per_batch"], training["images_per_class"], seed=0
-    )
-    before, after = fit_and_measure(model, dataset, {"test": test_set}, metrics=("precision", "map@r"),
-                                    steps=training["epochs"] * training["steps_per_epoch"])
-    before, after = before["test"], after["test"]
+    before, after = fit_preset_and_measure("topk_digits", metrics=("precision", "map@r"))
     assert after["precision@5"] > before["precision@5"] + 0.005, (before, after)
     assert after["map@r"] > before["map@r"] + 0.01, (before, after)

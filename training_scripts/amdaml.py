@@ -1,4 +1,4 @@
-"""Train AMDAML, adaptive-margin deep adversarial metric learning (papers/002).
+"""Train AMDAML, adaptive-margin deep adversarial metric learning (Wang et al., IEEE BigDataSecurity 2020).
 
     python training_scripts/amdaml.py --dataset digits                      # quick CPU check (amdaml_digits)
     python training_scripts/amdaml.py --dataset digits --publish amdaml_digits

@@ -1,4 +1,4 @@
-"""Train HTG, adversarial hard triplet generation (Zhao et al., ECCV 2018; papers/004).
+"""Train HTG, adversarial hard triplet generation (Zhao et al., ECCV 2018).
 
     python training_scripts/htg.py --dataset digits                         # quick CPU check (htg_digits)
     python training_scripts/htg.py --dataset digits --publish htg_digits

@@ -1,4 +1,4 @@
-"""Train THSG, two-stage hard sample generation (papers/000), with the paper's protocols.
+"""Train THSG, two-stage hard sample generation (Zhu et al., arXiv 2021), with the paper's protocols.
 
     python training_scripts/thsg.py --dataset digits                        # quick CPU check (thsg_digits)
     python training_scripts/thsg.py --dataset cub200 --data-dir DATA        # Sec. 6.2: InceptionV3, 512-d, 227 px

@@ -66,6 +66,7 @@ def card(name: str) -> str:
         *([f"url              {entry['url']}"] if entry.get("url") else []),
         f"sha256           {entry['sha256']}",
         f"command          {entry['command']}",
+        *([f"trained with     {_key_values(entry['trained_with'])}"] if entry.get("trained_with") else []),
         "",
         "metrics measured by that command on the evaluation split:",
     ]

@@ -318,9 +318,14 @@ def model_input_size(model: keras.Model) -> int:
 
 
 def publish(
-    name: str, model: keras.Model, metrics: dict[str, float], metrics_untrained: dict[str, float], command: str | None
+    name: str, model: keras.Model, metrics: dict[str, float], metrics_untrained: dict[str, float], command: str | None,
+    trained_with: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``PRETRAINED_DIR/<name>.weights.h5`` (model weights only) and its card; returns the card path."""
+    """Write ``PRETRAINED_DIR/<name>.weights.h5`` (model weights only) and its card; returns the card path.
+
+    ``trained_with``: the resolved training configuration (``zoo.training.training_record``), kept in the card;
+    its hyperparameters and BatchNorm setting are the card's provenance.
+    """
     entry = get_entry(name)  # the preset must exist
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
     weights_file = f"{name}.weights.h5"
@@ -330,7 +335,9 @@ def publish(
     card = {
         "weights": weights_file,
         "sha256": sha256_of(PRETRAINED_DIR / weights_file),
-        "provenance": provenance(entry),
+        "provenance": {**provenance(entry), **{k: (trained_with or {})[k] for k in TRAINING_KEYS
+                                               if k in (trained_with or {})}},
+        **({"trained_with": trained_with} if trained_with else {}),
         "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
         "metrics_untrained": {k: round(float(v), 4) for k, v in metrics_untrained.items()},
         "command": command,

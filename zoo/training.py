@@ -254,6 +254,15 @@ def _write_json(path: Path, data: Any) -> None:
     _write_atomically(path, lambda partial: partial.write_text(json.dumps(data, indent=2)))
 
 
+# TrainConfig fields that say where and how a run is kept, not how the weights were trained.
+_RUN_FIELDS = ("data_dir", "run_dir", "resume", "publish_as", "force", "command", "measure_raw_pixels")
+
+
+def training_record(config: TrainConfig) -> dict[str, Any]:
+    """The resolved training configuration a published card records (every field that shapes the weights)."""
+    return json.loads(json.dumps({k: v for k, v in dataclasses.asdict(config).items() if k not in _RUN_FIELDS}))
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "metrics_raw_pixels", "run_dir"}``.
 
@@ -333,7 +342,8 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     _write_atomically(run_dir / "model.keras", model.save)
     if config.publish_as:
         check_publishable(model, metrics, untrained, config.force)
-        registry.publish(config.publish_as, model, metrics, untrained, command=config.command)
+        registry.publish(config.publish_as, model, metrics, untrained, command=config.command,
+                         trained_with=training_record(config))
     return {"metrics": metrics, "metrics_untrained": untrained, "metrics_raw_pixels": baselines.get("raw_pixels"),
             "run_dir": str(run_dir)}
 

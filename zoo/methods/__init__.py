@@ -69,6 +69,34 @@ def glyphs_preset(method: str, paper: str, hyperparameters: dict[str, Any], **tr
     }
 
 
+# The protocol of the ``<method>_<benchmark>`` presets (CUB-200, Cars196, SOP): the papers' GoogLeNet / BN-Inception
+# class of network as an ImageNet InceptionV3, fine-tuned with its BatchNorm, 512-d, 227 px crops.
+PAPER_PROTOCOL: dict[str, Any] = {
+    "backbone": "inception_v3",
+    "backbone_weights": "imagenet",
+    "freeze_batchnorm": False,
+    "embedding_dim": 512,
+    "input_size": 227,
+}
+
+
+def paper_preset(method: str, paper: str, dataset: str, hyperparameters: dict[str, Any], training: dict[str, Any],
+                 **protocol: Any) -> dict[str, Any]:
+    """The ``<method>_<dataset>`` registry entry of a benchmark: :data:`PAPER_PROTOCOL` (``protocol`` overrides
+    it), trained by ``training_scripts/<method>.py`` on the benchmark's files."""
+    return {
+        "name": f"{method}_{dataset}",
+        "method": method,
+        "paper": paper,
+        **PAPER_PROTOCOL,
+        **protocol,
+        "dataset": dataset,
+        "hyperparameters": dict(hyperparameters),
+        "training": dict(training),
+        "command": f"python training_scripts/{method}.py --dataset {dataset} --data-dir DATA",
+    }
+
+
 # Losses built with the number of training classes (given by name in a method's hyperparameters):
 # those whose class declares ``needs_num_classes`` (the proxy and classifier losses).
 CLASS_AWARE_LOSSES: tuple[str, ...] = losses.CLASS_AWARE_LOSSES

@@ -95,7 +95,7 @@ import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -482,33 +482,17 @@ PRESETS: list[dict[str, Any]] = [
         **DIGITS_PROTOCOL,
         # The paper's alpha, beta, lambda, lambda1, lambda2, eps (Sec. IV.2, IV.6); pre-training 40 of 60 steps.
         "hyperparameters": {"pretrain_steps": 40},
-        # Adam 5e-4, 80-image batches, 60 steps: on the unseen digits MAP@R dips, peaks near 60 steps
-        # (0.52 vs 0.48 untrained) and then declines as the 5 training digits are overfitted (0.41 at
-        # 200 steps, with or without the adversarial negatives). digits has no validation split: the step
-        # count was chosen on the test curve. Those figures and the published weights are from L_PC averaged
-        # over all pairs; with the balanced L_PC (issue 14) the same recipe gives 0.463 at 60 steps.
+        # The step count: benchmarks/RESULTS.md, "How the digits presets' step counts were chosen".
         "training": {"epochs": 6, "steps_per_epoch": 10, "classes_per_batch": 5, "images_per_class": 16,
                      "learning_rate": 5e-4, "eval_every": 2},
         "command": "python training_scripts/amdaml.py --dataset digits --publish amdaml_digits",
     },
-    {
-        "name": "amdaml_cars196",
-        "method": "amdaml",
-        "paper": _PAPER,
-        # The paper trains an AlexNet from scratch (Sec. IV.2), which the zoo does not have: the zoo's
-        # benchmark protocol (ImageNet InceptionV3, 512-d, 227 px) instead.
-        "backbone": "inception_v3",
-        "backbone_weights": "imagenet",
-        "freeze_batchnorm": False,
-        "dataset": "cars196",
-        "embedding_dim": 512,
-        "input_size": 227,
-        "hyperparameters": {"pretrain_steps": 1000},  # the paper's defaults (Sec. IV.2); pre-training: our choice
-        # Sec. IV.2: batch 128 (32 classes x 4 images), 5,000 iterations (50 x 100). Its SGD 0.01 is for a
-        # network trained from scratch; F here is a pretrained InceptionV3 under zoo.training's Adam, at
-        # the zoo's fine-tuning rate 1e-5. The generator keeps the paper's SGD 0.002.
-        "training": {"epochs": 50, "steps_per_epoch": 100, "classes_per_batch": 32, "images_per_class": 4,
-                     "learning_rate": 1e-5, "eval_every": 5},
-        "command": "python training_scripts/amdaml.py --dataset cars196 --data-dir DATA",
-    },
+    # The paper trains an AlexNet from scratch (Sec. IV.2), which the zoo does not have: the zoo's benchmark
+    # protocol instead. The paper's defaults (Sec. IV.2); pre-training: our choice. Sec. IV.2: batch 128
+    # (32 classes x 4 images), 5,000 iterations (50 x 100). Its SGD 0.01 is for a network trained from scratch;
+    # F here is a pretrained InceptionV3 under zoo.training's Adam, at the zoo's fine-tuning rate 1e-5. The
+    # generator keeps the paper's SGD 0.002.
+    paper_preset("amdaml", _PAPER, "cars196", {"pretrain_steps": 1000},
+                 {"epochs": 50, "steps_per_epoch": 100, "classes_per_batch": 32, "images_per_class": 4,
+                  "learning_rate": 1e-5, "eval_every": 5}),
 ]

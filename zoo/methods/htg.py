@@ -64,7 +64,7 @@ from keras import layers
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
 
@@ -224,30 +224,20 @@ class HTG(MetricModel):
         cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), real_labels)
         return {"generator_loss": inverse_loss + self.b * cls_loss, "inverse_loss": inverse_loss, "cls_loss": cls_loss}
 
-    def discriminator_step(
-        self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
+    def sub_network_step(
+        self, network: str, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
     ) -> dict[str, tf.Tensor]:
-        """D's update on :meth:`discriminator_losses` of the (stopped) global embeddings' triplets."""
+        """One update of D (``"discriminator"``) or G (``"generator"``) on its losses of the triplets of the
+        (stopped) global embeddings; returns every term of the update."""
         real, real_labels = ops.gather_triplets(embeddings, triplets), ops.gather_triplets(labels, triplets)
-        return self._update_with_terms(self.discriminator, self.discriminator_optimizer, "discriminator_loss",
-                                       lambda: self.discriminator_losses(real, real_labels))
-
-    def generator_step(
-        self, embeddings: tf.Tensor, labels: tf.Tensor, triplets: miners_lib.Triplets
-    ) -> dict[str, tf.Tensor]:
-        """G's update on :meth:`generator_losses`, against the current D."""
-        real, real_labels = ops.gather_triplets(embeddings, triplets), ops.gather_triplets(labels, triplets)
-        return self._update_with_terms(self.generator, self.generator_optimizer, "generator_loss",
-                                       lambda: self.generator_losses(real, real_labels))
-
-    def _update_with_terms(self, network: keras.Model, optimizer, loss_name: str, losses_fn) -> dict[str, tf.Tensor]:
+        losses_fn = {"discriminator": self.discriminator_losses, "generator": self.generator_losses}[network]
         terms: dict[str, tf.Tensor] = {}
 
         def loss_fn() -> tf.Tensor:
-            terms.update(losses_fn())
-            return terms[loss_name]
+            terms.update(losses_fn(real, real_labels))
+            return terms[f"{network}_loss"]
 
-        self.update_network(network, optimizer, loss_fn)
+        self.update_network(getattr(self, network), getattr(self, f"{network}_optimizer"), loss_fn)
         return terms
 
     def train_step(self, data):
@@ -259,8 +249,8 @@ class HTG(MetricModel):
         )
         embeddings, labels, triplets, logs = self.embedding_step(images, labels)
         loss = logs.pop("loss")
-        logs.update(self.discriminator_step(embeddings, labels, triplets))
-        logs.update(self.generator_step(embeddings, labels, triplets))
+        logs.update(self.sub_network_step("discriminator", embeddings, labels, triplets))  # D, then G against it
+        logs.update(self.sub_network_step("generator", embeddings, labels, triplets))
         return self.step_logs(loss, logs)
 
     def get_config(self) -> dict[str, Any]:
@@ -292,30 +282,14 @@ PRESETS: list[dict[str, Any]] = [
         "paper": _PAPER,
         **DIGITS_PROTOCOL,
         "hyperparameters": {},
-        # Adam 5e-4 for F, 80-image batches, 30 steps: on the unseen digits MAP@R dips, peaks near 30 steps
-        # (0.51 vs 0.48 untrained) and then falls back to 0.46-0.49 by 100 steps as the 5 training digits
-        # are overfitted. digits has no validation split: the step count was chosen on the test curve.
+        # The step count: benchmarks/RESULTS.md, "How the digits presets' step counts were chosen".
         "training": {"epochs": 3, "steps_per_epoch": 10, "classes_per_batch": 5, "images_per_class": 16,
                      "learning_rate": 5e-4, "eval_every": 1},
         "command": "python training_scripts/htg.py --dataset digits --publish htg_digits",
     },
-    *(
-        {
-            "name": f"htg_{dataset}",
-            "method": "htg",
-            "paper": _PAPER,
-            # The zoo's benchmark protocol (ImageNet InceptionV3, 512-d, 227 px), as the triplet baseline.
-            "backbone": "inception_v3",
-            "backbone_weights": "imagenet",
-            "freeze_batchnorm": False,
-            "dataset": dataset,
-            "embedding_dim": 512,
-            "input_size": 227,
-            "hyperparameters": {},
-            "training": {"epochs": 100, "classes_per_batch": 32, "images_per_class": 4, "learning_rate": 1e-5,
-                         "eval_every": 5},
-            "command": f"python training_scripts/htg.py --dataset {dataset} --data-dir DATA",
-        }
+    *(  # the zoo's benchmark protocol, as the triplet baseline
+        paper_preset("htg", _PAPER, dataset, {}, {"epochs": 100, "classes_per_batch": 32, "images_per_class": 4,
+                                                  "learning_rate": 1e-5, "eval_every": 5})
         for dataset in ("cub200", "cars196")
     ),
 ]

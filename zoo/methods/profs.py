@@ -71,7 +71,7 @@ from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler
 from zoo.data.pipeline import augmented_batches
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
 # The pairwise losses PROFS is defined with (Sec. 5.3): C-, T-, M-, L-, N- and A-PROFS.
@@ -482,21 +482,9 @@ PRESETS = [
     glyphs_preset("profs", _PAPER.replace("T-PROFS-HNCM", "C-PROFS-HNCM"),
                   {**_PAPER_HYPERPARAMETERS, "loss": "contrastive", "miner": None}),
     *(
-        {
-            "name": f"profs_{dataset}",
-            "method": "profs",
-            "paper": _PAPER,
-            "backbone": "inception_v3",
-            "backbone_weights": "imagenet",
-            "freeze_batchnorm": False,
-            "dataset": dataset,
-            "embedding_dim": 512,
-            "input_size": 224,
-            "hyperparameters": {**_PAPER_HYPERPARAMETERS},
-            "training": {"epochs": 100, "classes_per_batch": 64, "images_per_class": 2, "learning_rate": lr,
-                         "optimizer": PAPER_OPTIMIZER, "eval_every": 1},
-            "command": f"python training_scripts/profs.py --dataset {dataset} --data-dir DATA",
-        }
+        paper_preset("profs", _PAPER, dataset, _PAPER_HYPERPARAMETERS,
+                     {"epochs": 100, "classes_per_batch": 64, "images_per_class": 2, "learning_rate": lr,
+                      "optimizer": PAPER_OPTIMIZER, "eval_every": 1}, input_size=224)
         for dataset, lr in (("cub200", 1e-5), ("cars196", 1e-5), ("sop", 1e-4))
     ),
 ]

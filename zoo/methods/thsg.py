@@ -77,7 +77,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
 from zoo.methods.metric_model import MetricModel
 from zoo.optimizers import PaperAdam
 
@@ -551,19 +551,7 @@ PRESETS: list[dict[str, Any]] = [
     glyphs_preset("thsg", _PAPER, {**_TABLE2["cub200"], **_PRETRAIN, "classifier_learning_rate": 0.1},
                   optimizer=_PAPER_OPTIMIZER),
     *(  # Sec. 6.2: GoogLeNet, 512-d, 227 px (InceptionV3 here)
-        {
-            "name": f"thsg_{dataset}",
-            "method": "thsg",
-            "paper": _PAPER,
-            "backbone": "inception_v3",
-            "backbone_weights": "imagenet",
-            "dataset": dataset,
-            "embedding_dim": 512,
-            "input_size": 227,
-            "hyperparameters": {**_TABLE2[dataset], **_PRETRAIN},
-            "training": _paper_training(dataset),
-            "command": f"python training_scripts/thsg.py --dataset {dataset} --data-dir DATA",
-        }
+        paper_preset("thsg", _PAPER, dataset, {**_TABLE2[dataset], **_PRETRAIN}, _paper_training(dataset))
         for dataset in _TABLE2
     ),
     *(  # Sec. 6.5 (Tables 6-8): ResNet50 with frozen BatchNorm, 128-d, 224 px; --miner for THSG(Semi/Soft/D)

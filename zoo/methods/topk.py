@@ -56,7 +56,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler, train_pipeline
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
 _EXCLUDED = float("-inf")  # the score that ranks a masked-out entry after every candidate
@@ -309,21 +309,9 @@ PRESETS: list[dict[str, Any]] = [
     # Sec. 4.4's sampler (at most 11 images per class); Adam 1e-4: from scratch at 1e-3 the embedding collapses
     # (the loss has no gradient along a shift shared by all embeddings, see the module docstring).
     glyphs_preset("topk", _PAPER, _PAPER_HYPERPARAMETERS, images_per_class=11, learning_rate=1e-4),
-    *(
-        {
-            "name": f"topk_{dataset}",
-            "method": "topk",
-            "paper": _PAPER,
-            "backbone": "inception_v3",  # the paper: BN-Inception and DenseNet201 (Sec. 4.4, Table 1)
-            "backbone_weights": "imagenet",
-            "freeze_batchnorm": False,
-            "dataset": dataset,
-            "embedding_dim": 512 if dataset == "sop" else 64,  # Sec. 4.4
-            "input_size": 227,  # Sec. 4.4: resized to 256, random 227 crops; center crop at test
-            "hyperparameters": _PAPER_HYPERPARAMETERS,
-            "training": {**_PAPER_TRAINING, **_ITERATIONS[dataset]},
-            "command": f"python training_scripts/topk.py --dataset {dataset} --data-dir DATA",
-        }
+    *(  # the paper: BN-Inception and DenseNet201 (Sec. 4.4, Table 1); 256 px resized, random 227 crops
+        paper_preset("topk", _PAPER, dataset, _PAPER_HYPERPARAMETERS, {**_PAPER_TRAINING, **_ITERATIONS[dataset]},
+                     embedding_dim=512 if dataset == "sop" else 64)  # Sec. 4.4
         for dataset in ("cub200", "cars196", "sop")
     ),
 ]

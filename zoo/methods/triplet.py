@@ -9,7 +9,7 @@ configs use the shared benchmark protocol of the zoo's papers (InceptionV3, 512-
 
 from __future__ import annotations
 
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset
 
 # Digits (5 training classes, 900 images): the net separates them within a few dozen steps and
 # then overfits; frozen BatchNorm, a low rate and 30 steps keep the small gain on digits 5-9.
@@ -35,20 +35,5 @@ PRESETS = [
         "command": "zoo train --method triplet --dataset digits --publish triplet_digits",
     },
     glyphs_preset("triplet", _PAPER, _HYPERPARAMETERS),  # the README's main job: `zoo train` with no flags
-    *(
-        {
-            "name": f"triplet_{dataset}",
-            "method": "triplet",
-            "paper": _PAPER,
-            "backbone": "inception_v3",
-            "backbone_weights": "imagenet",
-            "dataset": dataset,
-            "embedding_dim": 512,
-            "input_size": 227,
-            "hyperparameters": {**_HYPERPARAMETERS},
-            "training": _PAPER_TRAINING,
-            "command": f"python training_scripts/triplet.py --dataset {dataset} --data-dir DATA",
-        }
-        for dataset in ("cub200", "cars196", "sop")
-    ),
+    *(paper_preset("triplet", _PAPER, dataset, _HYPERPARAMETERS, _PAPER_TRAINING) for dataset in ("cub200", "cars196", "sop")),
 ]
