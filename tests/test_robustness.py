@@ -177,7 +177,7 @@ def test_divergence_stops_at_the_first_nan_and_keeps_the_last_finite_state(tmp_p
 def _publishing_run(tmp_path, monkeypatch, *flags: str) -> list:
     """One step of training whose measured MAP@R falls from 0.30 (untrained) to 0.10; returns the publishes."""
     published = []
-    monkeypatch.setattr(training.registry, "publish", lambda *args, **kwargs: published.append(args))
+    monkeypatch.setattr(training.registry, "publish", lambda *args, **kwargs: published.append((args, kwargs)))
     measured = iter([{"map@r": 0.30}, {"map@r": 0.05}])  # untrained, raw pixels
     monkeypatch.setattr(training, "measure", lambda *args: next(measured))
     monkeypatch.setattr(callbacks, "evaluate", lambda *args, **kwargs: {"map@r": 0.10})  # the last epoch's evaluation
