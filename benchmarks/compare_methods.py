@@ -53,7 +53,7 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "thsg-semi-hard": ("thsg_glyphs", {"miner": "semi-hard"}, {}),
     "thsg-distance-weighted": ("thsg_glyphs", {"miner": "distance-weighted"}, {}),
     "topk": ("topk_glyphs", {}, {}),
-    "topk-lr-1e-3": ("topk_glyphs", {}, {"learning_rate": 1e-3}),  # the baselines' rate (the preset: 1e-4)
+    "topk-lr-1e-4": ("topk_glyphs", {}, {"learning_rate": 1e-4}),  # the rate tiny_cnn needs from scratch
     "profs": ("profs_glyphs", {}, {}),
     "amdaml": ("amdaml_glyphs", {}, {}),
     "htg": ("htg_glyphs", {}, {}),

@@ -83,4 +83,5 @@ def test_the_recorded_command_names_no_machines_path():
     assert command_line(["/home/me/.venv/bin/zoo", "train", "--publish", "a b"]) == "zoo train --publish 'a b'"
     script = str(Path.cwd() / "training_scripts" / "thsg.py")
     assert command_line([script, "--dataset", "digits"]) == "python training_scripts/thsg.py --dataset digits"
+    assert command_line(["zoo", "train", "--run-dir", "/tmp/run", "--seed", "1", "--run-dir=/tmp/b"]) == "zoo train --seed 1"
 

@@ -422,14 +422,20 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
 
 def command_line(argv: list[str]) -> str:
     """The command as a user would type it again: the console script by name, a script relative to the current
-    folder (no machine's absolute path in a card)."""
+    folder, without ``--run-dir`` (where a run is kept does not shape its weights; no machine's path in a card)."""
     program = Path(argv[0])
     if program.name in ("zoo", "__main__.py"):
         program = Path("zoo")
     elif program.is_absolute() and program.is_relative_to(Path.cwd()):
         program = program.relative_to(Path.cwd())
     words = ["python", str(program)] if program.suffix == ".py" else [str(program)]
-    return " ".join(map(shlex.quote, [*words, *argv[1:]]))
+    arguments, words_left = [], iter(argv[1:])
+    for word in words_left:
+        if word == "--run-dir":
+            next(words_left, None)  # and its value
+        elif not word.startswith("--run-dir="):
+            arguments.append(word)
+    return " ".join(map(shlex.quote, [*words, *arguments]))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
