@@ -473,7 +473,7 @@ PRESETS = [
         "paper": _PAPER,
         **DIGITS_PROTOCOL,
         "hyperparameters": {**_PAPER_HYPERPARAMETERS},
-        # 40 steps: on the unseen digits MAP@R peaks there and then declines (0.50 at 55 steps, 0.43 at 330)
+        # The step count: benchmarks/RESULTS.md, "How the digits presets' step counts were chosen".
         "training": {"epochs": 4, "steps_per_epoch": 10, "classes_per_batch": 5, "images_per_class": 16,
                      "learning_rate": 1e-4, "eval_every": 2},
         "command": "python training_scripts/profs.py --dataset digits --publish profs_digits",
