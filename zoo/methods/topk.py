@@ -41,8 +41,9 @@ paper's (0.1, 5): with tiny_cnn from scratch use lr <= 1e-4.
 
 On glyphs with ``small_cnn`` (PyTorch's BatchNorm settings) the shared shift does not take over at 1e-3, and
 ``topk_glyphs`` trains at its baselines' rate. Unseen MAP@R (``python benchmarks/compare_methods.py --runs topk
-topk-lr-1e-4 ...``, seed 0): from scratch 300 steps 0.292 at 1e-3 against 0.205 at 1e-4 (100 steps: 0.183
-against 0.100); fine-tuned from the pretrained small_cnn, 100 steps, 0.351 against 0.384 (benchmarks/RESULTS.md).
+topk-lr-1e-4 ...``): from scratch, 300 steps, seed 0, 0.292 at 1e-3 against 0.205 at 1e-4; 100 steps, 3 seeds,
+0.156 +- 0.023 against 0.096 +- 0.002; fine-tuned from the pretrained small_cnn, 100 steps, 3 seeds, 0.340 +- 0.008
+against 0.370 +- 0.011 (benchmarks/RESULTS.md).
 
 Do not follow the PyTorch port that circulates (``topk_pre.py``): it shrinks k to n+ in case 1,
 ranks by negative Euclidean distance and assumes the query ranks first in its own row.
