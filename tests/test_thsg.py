@@ -19,7 +19,7 @@ from zoo.methods import thsg
 from zoo.methods.thsg import THSG, Triplet
 from zoo.monitor import SPREAD_LOG
 
-from learning import fit_and_measure
+from learning import fit_and_measure, fit_synthetic_and_measure
 
 NUM_CLASSES = 4
 LOG_NAMES = {"loss", "l_org", "l_class", "l_hard", "l_g1", "l_d1", "l_g2", "l_d2", "tau_r", "d_t", "w_org", SPREAD_LOG}
@@ -409,15 +409,7 @@ def test_pretrained_then_thsg_raises_recall_at_1_and_map_at_r_on_unseen_classes(
     epochs and a faster CF (1e-2) let CF learn first. Measured after 2 + 4 epochs of 20 steps: R@1
     0.40 -> 0.52, MAP@R 0.11 -> 0.23 (seeds 1, 2: 0.45 -> 0.48 / 0.11 -> 0.15, 0.44 -> 0.53 / 0.10 -> 0.23).
     """
-    train_set, test_set = load_dataset("synthetic", "train"), load_dataset("synthetic", "test")
-    keras.utils.set_random_seed(0)
-    model = build_model("thsg", embedding_dim=64, input_size=32, freeze_batchnorm=True, num_classes=10,
-                        pretrain_epochs=2, classifier_learning_rate=1e-2)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 8, seed=0), {"test": test_set},
-                                    steps=20, epochs=6, metrics=("recall", "map@r"),
-                                    callbacks=model.training_callbacks())
-    before, after = before["test"], after["test"]
+    model, before, after = fit_synthetic_and_measure("thsg", epochs=6, pretrain_epochs=2, classifier_learning_rate=1e-2)
     assert int(model.completed_epochs) == 6
     assert after["recall@1"] > before["recall@1"] + 0.05, (before, after)
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)
