@@ -2,10 +2,11 @@
 
 Each run trains through ``zoo.training.train`` (as ``zoo train`` does) from a ``<method>_glyphs`` preset
 (``zoo.methods.glyphs_preset``: ``small_cnn``, 32 px, 64-d, P16 x K4, Adam 1e-3, the paper's hyperparameters) on
-the glyphs' 352 training characters, for the same number of steps (two epochs), either from scratch or fine-tuned
-from the zoo's pretrained backbone (``--backbone-weights glyphs``: the offline stand-in for the papers' ImageNet
-start, pretrained on 174 other characters). Reports MAP@R, R@1 and NMI on the 308 unseen test characters as
-mean +- std over the seeds, and each method's gain over the best of its paper's baselines.
+the glyphs' 352 training characters (``--dataset synthetic``: 40 procedural classes), for the same number of steps
+(two epochs), either from scratch or fine-tuned from the zoo's pretrained backbone (``--backbone-weights glyphs``:
+the offline stand-in for the papers' ImageNet start, pretrained on 174 other characters). Reports MAP@R, R@1 and
+NMI on the unseen test classes (308 characters; 40 synthetic classes) as mean +- std over the seeds, and each
+method's gain over the best of its paper's baselines.
 
 The baselines are the ones each paper's tables compare with:
 - THSG (Tables 3-5): the triplet loss on random triplets, and semi-hard / distance-weighted mining with and without
@@ -21,7 +22,9 @@ benchmark resumes; ``--report`` prints the table from that file without training
     python benchmarks/compare_methods.py                                   # from scratch
     python benchmarks/compare_methods.py --runs triplet thsg --seeds 0 --steps 100
     python benchmarks/compare_methods.py --report
+    python benchmarks/compare_methods.py --dataset synthetic --backbone-weights glyphs   # the synthetic benchmark
     python benchmarks/compare_methods.py --runs thsg --set classifier_learning_rate=0.01   # one reading of a method
+    python benchmarks/compare_methods.py --runs topk --set learning_rate=3e-4              # or of its training
 """
 
 from __future__ import annotations
@@ -59,6 +62,17 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "htg": ("htg_glyphs", {}, {}),
 }
 
+# The benchmarks: the glyphs of the presets, and the procedural synthetic set at the glyphs' 24 images per class
+# (80 classes: 40 train, 40 unseen), for the same networks and steps.
+DATASETS: dict[str, dict[str, Any]] = {
+    "glyphs": {},
+    "synthetic": {"dataset": "synthetic", "dataset_options": {"num_classes": 80, "images_per_class": 24}},
+}
+
+# Hyperparameters counted in optimizer steps: scaled with the run, so that a run shorter than its preset keeps the
+# preset's share (AMDAML pre-trains phi alone for 100 of its preset's 300 steps: 33 of a 100-step run).
+STEP_COUNTS = ("pretrain_steps",)
+
 # top-k's Table 1: the sampling strategies and losses it is compared with.
 TOPK_TABLE_1 = ("triplet-random", "triplet-semi-hard", "triplet-distance-weighted", "contrastive", "lifted", "npair",
                 "angular", "proxy-nca")
@@ -79,17 +93,27 @@ def protocol_name(backbone_weights: str | None) -> str:
     return f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
 
 
-def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any]) -> dict[str, Any]:
-    """Train run ``name`` once (``settings`` override its hyperparameters); returns its metrics, the untrained
-    model's and the last epoch's logs."""
-    from zoo.training import config_from_preset, read_epoch_log, train  # noqa: PLC0415 (TensorFlow after argparse)
+def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any],
+             dataset: str = "glyphs") -> dict[str, Any]:
+    """Train run ``name`` once (``settings`` override its training configuration, for the names of
+    ``zoo.training.TrainConfig``, and its hyperparameters); returns its metrics, the untrained model's and the last
+    epoch's logs."""
+    from zoo import registry  # noqa: PLC0415 (TensorFlow after argparse)
+    from zoo.training import TrainConfig, config_from_preset, read_epoch_log, train  # noqa: PLC0415
 
     preset, hyperparameters, training = RUNS[name]
+    training_settings = {key: value for key, value in settings.items() if key in TrainConfig.__dataclass_fields__}
     with tempfile.TemporaryDirectory() as run_dir:
         config = config_from_preset(preset, seed=seed, run_dir=run_dir, epochs=2, steps_per_epoch=steps // 2,
                                     eval_every=10**6, backbone_weights=backbone_weights, measure_raw_pixels=False,
-                                    **training)
-        config.hyperparameters.update({**hyperparameters, **settings})
+                                    **{**DATASETS[dataset], **training, **training_settings})
+        preset_steps = registry.get_entry(preset)["training"]
+        share = steps / (preset_steps["epochs"] * preset_steps["steps_per_epoch"])
+        for key in STEP_COUNTS:
+            if key in config.hyperparameters:
+                config.hyperparameters[key] = round(config.hyperparameters[key] * share)
+        config.hyperparameters.update(
+            {**hyperparameters, **{key: value for key, value in settings.items() if key not in training_settings}})
         start = time.perf_counter()
         result = train(config)
         seconds = time.perf_counter() - start
@@ -117,12 +141,12 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
-def report(rows: list[dict[str, Any]], protocol: str, steps: int) -> str:
+def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str = "glyphs") -> str:
     """The Markdown table of one protocol: mean +- std per run, each method's MAP@R gain over the best of its
     paper's baselines and over the zoo's default baseline (``triplet``)."""
     by_label: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if row["protocol"] == protocol and row["steps"] == steps:
+        if row["protocol"] == protocol and row["steps"] == steps and row.get("dataset", "glyphs") == dataset:
             by_label.setdefault(row["run"], []).append(row)
     map_at_r = {(label, r["seed"]): r["metrics"]["map@r"] for label, runs in by_label.items() for r in runs}
 
@@ -132,7 +156,7 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int) -> str:
         return float(np.mean([map_at_r[label, s] - map_at_r[baseline, s] for s in seeds])) if seeds else None
 
     order = list(RUNS)
-    lines = [f"glyphs, 308 unseen test classes; {protocol}, {steps} steps; mean +- std over the seeds",
+    lines = [f"{dataset}; {protocol}, {steps} steps; mean +- std over the seeds",
              "| run | seeds | untrained MAP@R | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - strongest paper baseline (paired) "
              "| MAP@R - triplet |",
              "|---|--:|--:|" + "--:|" * len(KEY_METRICS) + "--:|---|--:|"]
@@ -164,28 +188,31 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (two epochs)")
+    parser.add_argument("--dataset", default="glyphs", choices=list(DATASETS))
     parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/compare_methods.jsonl"))
     parser.add_argument("--set", nargs="+", type=parse_setting, default=[], metavar="NAME=VALUE",
-                        help="hyperparameters for the runs (a reading of a method); stored as part of the run's name")
+                        help="training settings (learning_rate, images_per_class, ...) and hyperparameters for the runs (a reading "
+                        "of a method); stored as part of the run's name")
     parser.add_argument("--report", action="store_true", help="print the table of the stored runs; train nothing")
     args = parser.parse_args()
     protocol = protocol_name(args.backbone_weights)
     settings = dict(args.set)
     if not args.report:
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        done = {(r["protocol"], r["steps"], r["run"], r["seed"]) for r in read_results(args.results)}
+        done = {(r.get("dataset", "glyphs"), r["protocol"], r["steps"], r["run"], r["seed"])
+                for r in read_results(args.results)}
         for seed in args.seeds:  # seed-major: a partial benchmark already compares every run
             for name in args.runs:
                 label = run_label(name, settings)
-                if (protocol, args.steps, label, seed) in done:
+                if (args.dataset, protocol, args.steps, label, seed) in done:
                     continue
-                row = {"protocol": protocol, "steps": args.steps, "run": label, "seed": seed,
-                       **run_once(name, seed, args.steps, args.backbone_weights, settings)}
+                row = {"dataset": args.dataset, "protocol": protocol, "steps": args.steps, "run": label, "seed": seed,
+                       **run_once(name, seed, args.steps, args.backbone_weights, settings, args.dataset)}
                 with args.results.open("a") as results:
                     results.write(json.dumps(row) + "\n")
                 print(f"{label} seed {seed}: MAP@R {row['metrics']['map@r']:.3f} ({row['seconds']} s)", flush=True)
-    print(report(read_results(args.results), protocol, args.steps))
+    print(report(read_results(args.results), protocol, args.steps, args.dataset))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,9 @@ def test_adaptive_margin_loss_on_four_points():
     assert all_pairs == pytest.approx(0.9680, abs=1e-4)
     balanced = ((2 - t_up) + 2 * (t_down - 2) / 4) / 2   # (mean positive hinge + mean negative hinge) / 2
     assert balanced == pytest.approx(1.1844, abs=1e-4)
-    for balance, expected in (("all", all_pairs), ("balanced", balanced)):
+    non_zero = (2 - t_up) + (t_down - 2)   # each sum over its non-zero hinges: 2 positive, 2 of the 4 negative
+    assert non_zero == pytest.approx(2.9041, abs=1e-4)
+    for balance, expected in (("all", all_pairs), ("balanced", balanced), ("non-zero", non_zero)):
         loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0, balance=balance)(embeddings, labels)
         assert float(loss) == pytest.approx(expected, rel=1e-5), balance
     terms = amdaml.adaptive_margin_terms(*amdaml.batch_pair_distances(embeddings, labels), 5.0, 3.0)

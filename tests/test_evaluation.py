@@ -30,6 +30,12 @@ def test_the_test_split_retrieves_among_itself():
     assert 0.5 < metrics["recall@1"] < 1.0 and set(metrics) >= {"recall@8", "precision@10", "map@r", "nmi"}
 
 
+def test_the_dataset_options_reach_the_loader_of_the_test_split():
+    config = TrainConfig(dataset="synthetic", dataset_options={"num_classes": 12, "images_per_class": 5})
+    queries, _ = evaluation_sets(config)
+    assert len(queries.labels) == 6 * 5 and len(set(queries.labels.tolist())) == 6  # the second half of 12 classes
+
+
 def test_inshop_queries_are_retrieved_from_the_gallery(monkeypatch):
     loaded = []
     digits = load_dataset("digits", "test")

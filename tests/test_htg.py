@@ -164,6 +164,19 @@ def test_f_loss_sums_the_terms_of_its_reading(batch, f_loss, real_weight, cls_we
     assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
 
 
+def test_on_the_zoo_triplet_loss_f_real_term_is_that_loss_of_the_batch(batch):
+    """HTG on PML's triplet loss (every triplet, margin 0.05, mean over the non-zero hinges): F's real-triplet term
+    is the baseline's own loss value, and G's identity start gives the generated term the same value."""
+    model = _model(loss="triplet")
+    images, labels = tf.constant(batch[0]), tf.constant(batch[1])
+    baseline = float(losses.TripletLoss()(model(images, training=True), labels))
+    assert baseline > 0.0
+    _, _, triplets, logs = model.embedding_step(images, labels)
+    assert int(tf.size(triplets[0])) == 12 * 3 * 8  # every (anchor, positive, negative) of 3 x 4 images
+    assert float(logs["real_triplet_loss"]) == pytest.approx(baseline, rel=1e-5)
+    assert float(logs["generated_triplet_loss"]) == pytest.approx(baseline, rel=1e-5)
+
+
 @pytest.mark.parametrize("through_generator", [False, True])
 def test_generated_triplets_for_f_pass_or_bypass_g_jacobian(through_generator):
     model = _model()

@@ -251,15 +251,16 @@ def test_the_cache_stores_the_embeddings_of_the_batch_representatives():
     np.testing.assert_array_equal(model.representative_cache.numpy()[[0, 2]], 0.0)
 
 
-def test_the_metric_loss_is_anchored_at_the_representatives():
-    model = tiny_model(loss="contrastive", proximal_weight=0.0)
+@pytest.mark.parametrize("anchored_at_representatives", [True, False])
+def test_the_metric_loss_takes_the_pairs_of_the_representatives_or_of_the_whole_batch(anchored_at_representatives):
+    model = tiny_model(loss="contrastive", proximal_weight=0.0, anchored_at_representatives=anchored_at_representatives)
     model.compile(optimizer=keras.optimizers.SGD(0.0))
     images, labels, is_representative = profs_batch(per_class=3)
     embeddings = model(images)
     logs = one_step(model, (images, labels, is_representative))
     anchored = float(losses.ContrastiveLoss()(embeddings, labels, anchor_mask=is_representative))
     unanchored = float(losses.ContrastiveLoss()(embeddings, labels))
-    assert logs["metric_loss"] == pytest.approx(anchored, rel=1e-5)
+    assert logs["metric_loss"] == pytest.approx(anchored if anchored_at_representatives else unanchored, rel=1e-5)
     assert abs(anchored - unanchored) > 1e-4
 
 

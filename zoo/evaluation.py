@@ -65,7 +65,7 @@ def evaluation_sets(config: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
     """The held-out queries and, for query/gallery benchmarks (In-Shop), the gallery."""
     if config.dataset == "inshop":
         return (load_dataset("inshop", "query", config.data_dir), load_dataset("inshop", "gallery", config.data_dir))
-    return load_dataset(config.dataset, "test", config.data_dir), None
+    return load_dataset(config.dataset, "test", config.data_dir, **config.dataset_options), None
 
 
 def evaluation_pipelines(

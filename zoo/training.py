@@ -66,6 +66,7 @@ class TrainConfig:
     method: str = "triplet"
     dataset: str = "glyphs"
     data_dir: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # the loader's options (zoo.data.load_dataset)
     backbone: str = "tiny_cnn"
     backbone_weights: str | None = "default"
     freeze_batchnorm: bool = False
@@ -282,7 +283,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(config.seed)
-    train_set = load_dataset(config.dataset, "train", config.data_dir)
+    train_set = load_dataset(config.dataset, "train", config.data_dir, **config.dataset_options)
     queries, gallery = evaluation_sets(config)
     _write_json(run_dir / "config.json", dataclasses.asdict(config))
     with make_strategy(config.strategy).scope():
@@ -356,7 +357,7 @@ def remeasure_published(name: str) -> dict[str, dict[str, float]]:
     """
     config = config_from_preset(name)
     keras.utils.set_random_seed(config.seed)
-    train_set = load_dataset(config.dataset, "train", config.data_dir)
+    train_set = load_dataset(config.dataset, "train", config.data_dir, **config.dataset_options)
     queries, gallery = evaluation_sets(config)
     measured = {
         "metrics": measure(registry.load(name), queries, gallery, config),

@@ -6,14 +6,17 @@ import keras
 import tensorflow as tf
 
 from zoo import distances as distances_lib
+from zoo import reducers
 from zoo.losses.base import TripletBasedLoss
 from zoo.reducers import Terms
 
 
 def triplet_loss(
-    anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float = 0.2, squared: bool = True
+    anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float = 0.2, squared: bool = True,
+    reduction: str = "mean",
 ) -> tf.Tensor:
-    """Mean hinge ``[d(a,p) - d(a,n) + margin]_+`` over given triplets of vectors (THSG eq. 6; FaceNet eq. 1).
+    """Hinges ``[d(a,p) - d(a,n) + margin]_+`` of given triplets of vectors, reduced by ``reduction`` (default the
+    mean: THSG eq. 6; FaceNet eq. 1; "avg-non-zero": PML's triplet loss).
 
     For triplets of vectors that are not rows of one batch (THSG's and HTG's generated triplets).
     ``squared=True`` uses squared Euclidean distances, as the THSG and FaceNet papers do; the
@@ -21,7 +24,7 @@ def triplet_loss(
     """
     distance = (distances_lib.SquaredEuclideanDistance if squared else distances_lib.EuclideanDistance)(False)
     hinge = tf.nn.relu(distance.paired(anchor, positive) - distance.paired(anchor, negative) + margin)
-    return tf.math.divide_no_nan(tf.reduce_sum(hinge), tf.cast(tf.size(hinge), tf.float32))
+    return reducers.reduce(reduction, [Terms(hinge, tf.ones_like(hinge, tf.bool))])
 
 
 def inverted_triplet_loss(

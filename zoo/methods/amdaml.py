@@ -94,7 +94,7 @@ import keras
 import tensorflow as tf
 
 from zoo import losses as losses_lib
-from zoo import ops
+from zoo import ops, reducers
 from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
 from zoo.methods.metric_model import MetricModel
 
@@ -155,15 +155,21 @@ def adaptive_margin_terms(
     )
 
 
+BALANCES = ("balanced", "all", "non-zero")
+
+
 def pair_constraint_mean(positive: tf.Tensor, negative: tf.Tensor, balance: str = "balanced") -> tf.Tensor:
-    """L_PC (eq. 6) of a batch's positive and negative hinges, as a mean over pairs.
+    """L_PC (eq. 6) of a batch's positive and negative hinges, each of eq. 6's two sums normalised.
 
     "all": the mean over all pairs, as eq. 6's two sums over the pairs drawn; "balanced": the mean of the
     positive hinges and the mean of the negative hinges, averaged, as if the pairs were drawn half positive
-    (a P x K batch holds about (P - 1) K / (K - 1) negative pairs per positive pair).
+    (a P x K batch holds about (P - 1) K / (K - 1) negative pairs per positive pair); "non-zero": each sum
+    divided by its number of non-zero hinges, the two added (PML's contrastive loss reduces its two terms so).
     """
     if balance == "all":
         return tf.reduce_mean(tf.concat([positive, negative], axis=0))
+    if balance == "non-zero":
+        return reducers.reduce("avg-non-zero", [reducers.Terms(h, tf.ones_like(h, tf.bool)) for h in (positive, negative)])
     return (tf.reduce_mean(positive) + tf.reduce_mean(negative)) / 2.0
 
 
@@ -235,8 +241,8 @@ class AdaptiveMarginLoss(losses_lib.MetricLoss):
     def __init__(self, alpha: float = 5.0, beta: float = 3.0, balance: str = "balanced", **kwargs: Any):
         super().__init__(**kwargs)
         check_margin_parameters(alpha, beta)
-        if balance not in ("balanced", "all"):
-            raise ValueError(f"AMDAML's balance must be 'balanced' or 'all', got {balance!r}")
+        if balance not in BALANCES:
+            raise ValueError(f"AMDAML's balance must be one of {BALANCES}, got {balance!r}")
         self.alpha, self.beta, self.balance = float(alpha), float(beta), balance
 
     def call(self, embeddings, labels, seed=None):
@@ -284,7 +290,8 @@ class AMDAML(MetricModel):
         embedding_net: images -> L2-normalised embeddings (phi).
         alpha, beta: slopes of T_up, T_down (eq. 3-4); alpha > 0, beta > 1, alpha - beta + 2 > 0
             (Sec. III-D). Paper: 5 and 3 (Sec. IV.6).
-        balance: how L_PC averages the pairs, "balanced" or "all" (:func:`pair_constraint_mean`).
+        balance: how L_PC normalises its sums over the pairs, "balanced", "all" or "non-zero"
+            (:func:`pair_constraint_mean`).
         l2_lambda: lambda of the regulariser L_R (eq. 5); paper: 1 (Sec. IV.2).
         epsilon: eps, weight of L_adv in eq. 9; paper: 0.1.
         lambda1: weight of the generated negative's closeness to x- (eq. 8, DAML's J_reg); paper: 0.1.

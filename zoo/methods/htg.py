@@ -101,7 +101,8 @@ class HTG(MetricModel):
     Args:
         embedding_net: images -> L2-normalised embeddings (F).
         num_classes: K, the number of training classes (D has K + 1 outputs).
-        loss: F's triplet loss (its miner picks the triplets given to G, its margin is m).
+        loss: F's triplet loss (its miner picks the triplets given to G, its margin is m, its reduction reduces the
+            real and the generated triplets' hinges).
         miner: with ``loss`` given by name, its miner; ``"random"`` by default.
         b: weight of L_fake in D's loss and of L_cls in G's loss.
         hidden_units: width of G's and D's hidden layer.
@@ -171,12 +172,12 @@ class HTG(MetricModel):
         self, embeddings: tf.Tensor, labels: tf.Tensor
     ) -> tuple[tf.Tensor, miners_lib.Triplets, dict[str, tf.Tensor]]:
         """F's loss (``f_loss``) on one global batch of embeddings; returns it, the triplets and its terms."""
-        margin, squared = self.metric_loss.margin, self.metric_loss.squared
+        margin, squared, reduction = self.metric_loss.margin, self.metric_loss.squared, self.metric_loss.reduction
         triplets = self.metric_loss.mine(embeddings, labels, self.step_seed())
         real = ops.gather_triplets(tf.cast(embeddings, tf.float32), triplets)
         generated = generate_triplets(self.generator, real, self.f_through_g)
-        real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared)
-        generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared)
+        real_triplet_loss = losses_lib.triplet_loss(*tf.unstack(real, axis=1), margin, squared, reduction)
+        generated_triplet_loss = losses_lib.triplet_loss(*tf.unstack(generated, axis=1), margin, squared, reduction)
         f_cls_loss = losses_lib.softmax_cross_entropy(self.discriminate(generated), ops.gather_triplets(labels, triplets))
         use_real, use_cls = self.f_loss != "generated", self.f_loss == "real+generated+cls"
         loss = (
