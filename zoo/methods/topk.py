@@ -39,11 +39,22 @@ climbs steadily, 0.074 (25) -> 0.114 (150) (seed 1: 0.123; random-triplet triple
 0.092). The paper fine-tunes ImageNet weights and gives no learning rate (Sec. 4.4); γ and k are the
 paper's (0.1, 5): with tiny_cnn from scratch use lr <= 1e-4.
 
-On glyphs with ``small_cnn`` (PyTorch's BatchNorm settings) the shared shift does not take over at 1e-3, and
-``topk_glyphs`` trains at its baselines' rate. Unseen MAP@R (``python benchmarks/compare_methods.py --runs topk
-topk-lr-1e-4 ...``): from scratch, 300 steps, seed 0, 0.292 at 1e-3 against 0.205 at 1e-4; 100 steps, 3 seeds,
-0.156 +- 0.023 against 0.096 +- 0.002; fine-tuned from the pretrained small_cnn, 100 steps, 3 seeds, 0.340 +- 0.008
-against 0.370 +- 0.011 (benchmarks/RESULTS.md).
+On glyphs with ``small_cnn`` (PyTorch's BatchNorm settings) the shared shift does not take over, and the
+learning rate was measured (``python benchmarks/compare_methods.py --runs topk --set learning_rate=1e-3 ...``;
+100 steps, seeds 0 / 1 / 2, unseen MAP@R):
+
+| Adam | fine-tuned from the pretrained small_cnn | from scratch |
+|---|--:|--:|
+| 1e-3 (the baselines' rate) | 0.351 / 0.336 / 0.332 | 0.183 / 0.159 / 0.126 |
+| **3e-4 (``topk_glyphs``)** | 0.388 / 0.368 / 0.370 | 0.160 / 0.151 / 0.167 |
+| 1e-4 | 0.384 / 0.359 / 0.366 | 0.100 / 0.094 / 0.095 |
+
+The baselines do not move between these rates (fine-tuned, seed 0: semi-hard triplets 0.391 at 1e-3 and at 3e-4,
+contrastive 0.394 and 0.393), so top-k's rate is its own. l_k moves each misplaced score by ±1 whatever its
+margin, and at the baselines' rate it overshoots: 3e-4 is the rate of ``topk_glyphs``. Sec. 4.4's sampler (11
+images per class, n+ = 10 >= k: case 2) asks for only 5 of a query's 10 positives in its top 5; P16 x K4 batches
+(n+ = 3 < k: case 1, every positive) measure 0.391 (seed 0; benchmarks/RESULTS.md has the seeds); the sampler
+stays the paper's.
 
 Do not follow the PyTorch port that circulates (``topk_pre.py``): it shrinks k to n+ in case 1,
 ranks by negative Euclidean distance and assumes the query ranks first in its own row.
@@ -312,8 +323,8 @@ PRESETS: list[dict[str, Any]] = [
                      "learning_rate": 5e-5, "eval_every": 3},
         "command": "python training_scripts/topk.py --dataset digits --publish topk_digits",
     },
-    # Sec. 4.4's sampler (at most 11 images per class); Adam at the baselines' 1e-3 (the module docstring).
-    glyphs_preset("topk", _PAPER, _PAPER_HYPERPARAMETERS, images_per_class=11),
+    # Sec. 4.4's sampler (at most 11 images per class); Adam at 3e-4, measured (the module docstring).
+    glyphs_preset("topk", _PAPER, _PAPER_HYPERPARAMETERS, images_per_class=11, learning_rate=3e-4),
     *(  # the paper: BN-Inception and DenseNet201 (Sec. 4.4, Table 1); 256 px resized, random 227 crops
         paper_preset("topk", _PAPER, dataset, _PAPER_HYPERPARAMETERS, {**_PAPER_TRAINING, **_ITERATIONS[dataset]},
                      embedding_dim=512 if dataset == "sop" else 64)  # Sec. 4.4
