@@ -103,7 +103,7 @@ class HTG(MetricModel):
         num_classes: K, the number of training classes (D has K + 1 outputs).
         loss: F's triplet loss (its miner picks the triplets given to G, its margin is m, its reduction reduces the
             real and the generated triplets' hinges).
-        miner: with ``loss`` given by name, its miner; ``"random"`` by default.
+        miner: with ``loss`` given by name, its miner; ``"semi-hard"`` by default (measured: the module docstring).
         b: weight of L_fake in D's loss and of L_cls in G's loss.
         hidden_units: width of G's and D's hidden layer.
         generator_learning_rate, discriminator_learning_rate: Adam learning rates of G and D.
@@ -139,7 +139,7 @@ class HTG(MetricModel):
         **kwargs: Any,
     ):
         if loss == "facenet-triplet" and miner is None:
-            miner = "random"
+            miner = "semi-hard"
         super().__init__(embedding_net, loss=loss, miner=miner, seed=seed, **kwargs)
         if not isinstance(self.metric_loss, losses_lib.TripletLoss):
             raise ValueError(f"HTG trains F with a triplet loss, got {type(self.metric_loss).__name__}")
@@ -282,7 +282,8 @@ PRESETS: list[dict[str, Any]] = [
         "method": "htg",
         "paper": _PAPER,
         **DIGITS_PROTOCOL,
-        "hyperparameters": {},
+        # Random triplets: on the 5 training digits semi-hard triplets lower the unseen digits' MAP@R (0.48 -> 0.46)
+        "hyperparameters": {"miner": "random"},
         # The step count: benchmarks/RESULTS.md, "How the digits presets' step counts were chosen".
         "training": {"epochs": 3, "steps_per_epoch": 10, "classes_per_batch": 5, "images_per_class": 16,
                      "learning_rate": 5e-4, "eval_every": 1},
