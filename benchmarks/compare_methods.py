@@ -12,8 +12,8 @@ The baselines are the ones each paper's tables compare with:
 - THSG (Tables 3-5): the triplet loss on random triplets, and semi-hard / distance-weighted mining with and without
   THSG (THSG(Semi), THSG(D)); top-k (Table 1): uniform, semi-hard and distance-weighted triplets, contrastive,
   lifted structure, N-pair, angular, Proxy-NCA; PROFS (Tables 1-3): its base loss without PROFS (contrastive);
-  AMDAML and HTG: the triplet (random negatives) and contrastive losses. Every method is also compared with the
-  zoo's default baseline (PML's all-triplets triplet).
+  AMDAML and HTG: the triplet (random negatives) and contrastive losses, and HTG its own triplet loss without G
+  (semi-hard). Every method is also compared with the zoo's default baseline (PML's all-triplets triplet).
 
 Every finished run is stored in ``--results`` (JSON lines) and skipped when the script runs again, so a killed
 benchmark resumes; ``--report`` prints the table from that file without training.
@@ -83,7 +83,7 @@ PAPER_BASELINES: dict[str, tuple[str, ...]] = {
     "topk": TOPK_TABLE_1,
     "profs": ("contrastive",),
     "amdaml": ("triplet-random", "contrastive"),
-    "htg": ("triplet-random", "contrastive"),
+    "htg": ("triplet-random", "triplet-semi-hard", "contrastive"),  # and its own triplets without G (semi-hard)
 }
 
 
