@@ -43,6 +43,9 @@ Choices where the paper is silent or ambiguous:
   0.180 / 0.142 / 0.178. Every pair is the default (paired gain over contrastive +0.006 fine-tuned, +0.008 from
   scratch; representative pairs -0.010 and -0.040). Sec. 5.2's optimizer (beta_2 .99, the new layer at 10x) at
   the glyphs' 1e-3 lowers the fine-tuned seed 0 to 0.358 (0.388 without; contrastive: 0.367 against 0.394).
+  The parts, fine-tuned: without HNCM 0.405 / 0.383 / 0.386 (with it 0.388 / 0.378 / 0.398: neutral, kept as
+  the paper's best variant); without the proximal term (seed 0) 0.388, the same. Neither part alone accounts
+  for the gain over contrastive.
 - Default base loss: contrastive (C-PROFS, Table 1's best PROFS row), not the triplet loss, whose
   semi-hard miner collapses from scratch. Measured, 80 synthetic classes (40 unseen), tiny_cnn 32 px,
   64-d, P8 x I4, 150 steps, Adam 1e-3, unseen MAP@R (untrained 0.029): triplet semi-hard 0.031, triplet
