@@ -91,6 +91,12 @@ def protocol_name(backbone_weights: str | None) -> str:
     return f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
 
 
+def scale_step_counts(hyperparameters: dict[str, Any], preset_steps: int, steps: int) -> dict[str, Any]:
+    """The :data:`STEP_COUNTS` of a preset of ``preset_steps`` steps, scaled to a run of ``steps``."""
+    return {key: round(value * steps / preset_steps) if key in STEP_COUNTS else value
+            for key, value in hyperparameters.items()}
+
+
 def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any],
              dataset: str = "glyphs") -> dict[str, Any]:
     """Train run ``name`` once (``settings`` override its training configuration, for the names of
@@ -105,11 +111,9 @@ def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, set
         config = config_from_preset(preset, seed=seed, run_dir=run_dir, epochs=2, steps_per_epoch=steps // 2,
                                     eval_every=10**6, backbone_weights=backbone_weights, measure_raw_pixels=False,
                                     **{**DATASETS[dataset], **training, **training_settings})
-        preset_steps = registry.get_entry(preset)["training"]
-        share = steps / (preset_steps["epochs"] * preset_steps["steps_per_epoch"])
-        for key in STEP_COUNTS:
-            if key in config.hyperparameters:
-                config.hyperparameters[key] = round(config.hyperparameters[key] * share)
+        preset_training = registry.get_entry(preset)["training"]
+        config.hyperparameters = scale_step_counts(
+            config.hyperparameters, preset_training["epochs"] * preset_training["steps_per_epoch"], steps)
         config.hyperparameters.update(
             {**hyperparameters, **{key: value for key, value in settings.items() if key not in training_settings}})
         start = time.perf_counter()
@@ -177,6 +181,12 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
         seeds = ",".join(str(r["seed"]) for r in runs)
         lines.append(f"| {label} | {seeds} | {untrained:.3f} | " + " | ".join(cells)
                      + f" | {seconds:.0f} | {paper_gain} | {zoo_gain} |")
+    lines += ["", "| method (defaults) | paired MAP@R gain over each of its paper's baselines and the zoo's triplet |",
+              "|---|---|"]
+    for method, baselines in PAPER_BASELINES.items():
+        gains = [(b, paired_gain(method, b)) for b in (*baselines, "triplet")]
+        if any(gain is not None for _, gain in gains):
+            lines.append(f"| {method} | " + ", ".join(f"{b} {g:+.3f}" for b, g in gains if g is not None) + " |")
     return "\n".join(lines)
 
 
