@@ -38,12 +38,13 @@ Choices where the paper summary is silent:
   | every triplet, PML's loss (margin 0.05, mean over non-zero) | 0.346 | 0.342 |
 
   From scratch: semi-hard 0.196 / 0.154 / 0.193 (without G, seed 0: 0.180; contrastive 0.180 / 0.142 / 0.178),
-  random 0.114 / 0.080 / 0.105. G's triplets match the loss they
-  are made of on random and all triplets and cost 0.013 on semi-hard ones; semi-hard HTG beats the triplet
-  losses on random and on all triplets and comes within 0.005 of contrastive (benchmarks/RESULTS.md).
+  random 0.114 / 0.080 / 0.105. G's triplets match the loss they are made of on random and all triplets and
+  cost 0.013 on semi-hard ones; semi-hard HTG beats the triplet losses on random and on all triplets and comes
+  within 0.006 of contrastive (paired; benchmarks/RESULTS.md).
 - F's loss, G's learning rate and whether F's gradient passes through G were measured from scratch on
   unseen classes (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d, P8 x K4, Adam 1e-3,
-  150 steps; MAP@R of the unseen classes, untrained 0.052-0.057; seeds 0, 1[, 2]; the same batches):
+  150 steps; MAP@R of the unseen classes, untrained 0.052-0.057; seeds 0, 1[, 2]; the same batches; random
+  triplets, the default then):
 
   | F's loss (f_loss, f_through_g, G's Adam) | MAP@R |
   |---|--:|
