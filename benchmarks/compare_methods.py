@@ -200,8 +200,8 @@ def main() -> None:
     parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/compare_methods.jsonl"))
     parser.add_argument("--set", nargs="+", type=parse_setting, default=[], metavar="NAME=VALUE",
-                        help="training settings (learning_rate, images_per_class, ...) and hyperparameters for the runs (a reading "
-                        "of a method); stored as part of the run's name")
+                        help="training settings (learning_rate, images_per_class, ...) and hyperparameters for the "
+                        "runs (a reading of a method); stored as part of the run's name")
     parser.add_argument("--report", action="store_true", help="print the table of the stored runs; train nothing")
     args = parser.parse_args()
     protocol = protocol_name(args.backbone_weights)

@@ -25,7 +25,8 @@ NUM_CLASSES = 4
 SMALL_BATCHES = {"topk": {"batch_size": 16}}  # top-k's own sampler: 16 images of the 4-class set
 # Settings off the defaults, which the config and .keras round trips must keep.
 OFF_DEFAULTS = {"amdaml": {"closeness": "negative", "theta_max": 0.8}, "htg": {"miner": "semi-hard", "b": 0.5},
-                "thsg": {"phi": 0.25}, "profs": {"rho": 4, "anchored_at_representatives": True}, "topk": {"k": 3}, "triplet": {"miner": "semi-hard"}}
+                "thsg": {"phi": 0.25}, "profs": {"rho": 4, "anchored_at_representatives": True}, "topk": {"k": 3},
+                "triplet": {"miner": "semi-hard"}}
 
 
 def optimizers(model: keras.Model) -> dict[str, keras.optimizers.Optimizer]:

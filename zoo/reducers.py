@@ -66,3 +66,8 @@ def reduce(name: str, terms: list[Terms]) -> tf.Tensor:
     """Each term reduced by reducer ``name``, summed (float32 scalar)."""
     reducer = REDUCERS[check(name)]
     return tf.add_n([reducer(t) for t in terms])
+
+
+def reduce_values(name: str, *values: tf.Tensor) -> tf.Tensor:
+    """:func:`reduce` of terms whose every entry exists (vectors of per-pair or per-triplet losses)."""
+    return reduce(name, [Terms(v, tf.ones_like(v, tf.bool)) for v in values])

@@ -24,7 +24,7 @@ def triplet_loss(
     """
     distance = (distances_lib.SquaredEuclideanDistance if squared else distances_lib.EuclideanDistance)(False)
     hinge = tf.nn.relu(distance.paired(anchor, positive) - distance.paired(anchor, negative) + margin)
-    return reducers.reduce(reduction, [Terms(hinge, tf.ones_like(hinge, tf.bool))])
+    return reducers.reduce_values(reduction, hinge)
 
 
 def inverted_triplet_loss(

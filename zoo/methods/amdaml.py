@@ -177,7 +177,7 @@ def pair_constraint_mean(positive: tf.Tensor, negative: tf.Tensor, balance: str 
     if balance == "all":
         return tf.reduce_mean(tf.concat([positive, negative], axis=0))
     if balance == "non-zero":
-        return reducers.reduce("avg-non-zero", [reducers.Terms(h, tf.ones_like(h, tf.bool)) for h in (positive, negative)])
+        return reducers.reduce_values("avg-non-zero", positive, negative)
     return (tf.reduce_mean(positive) + tf.reduce_mean(negative)) / 2.0
 
 
