@@ -11,13 +11,50 @@ import tensorflow as tf
 from zoo import ops
 from zoo.data import load_dataset
 from zoo.methods import METHODS, build_model
-from zoo.monitor import COLLAPSE_SPREAD, SPREAD_LOG, CollapseWarning, TrainingDiverged, TrainingMonitor
+from zoo.monitor import (
+    COLLAPSE_SPREAD,
+    MIN_LEARNING_GAIN,
+    SPREAD_LOG,
+    CollapseWarning,
+    NoLearningWarning,
+    TrainingDiverged,
+    TrainingMonitor,
+    warn_if_not_learned,
+)
+from zoo.training import TrainConfig, train
 
 
 def test_embedding_spread_is_the_mean_distance_to_the_batch_mean():
     assert float(ops.embedding_spread(tf.constant([[1.0, 0.0], [-1.0, 0.0]]))) == pytest.approx(1.0)
     assert float(ops.embedding_spread(tf.constant([[1.0, 0.0], [0.0, 1.0]]))) == pytest.approx(np.sqrt(0.5))
     assert float(ops.embedding_spread(tf.constant([[0.6, 0.8]] * 4))) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize(("trained", "untrained", "warns"), [
+    (0.015, 0.012, True),    # AMDAML balance="non-zero", seed 1 from scratch: spread 0.16, no collapse warning
+    (0.312, 0.338, True),    # fine-tuned into a worse embedding
+    (0.029, 0.012, False),   # the weakest run from scratch that learned (THSG, seed 1)
+    (0.351, 0.338, False),
+])
+def test_no_learning_warns_below_the_gain(trained, untrained, warns):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_if_not_learned(trained, untrained)
+    messages = [str(w.message) for w in caught if issubclass(w.category, NoLearningWarning)]
+    assert len(messages) == int(warns), messages
+    if warns:
+        assert f"{trained:.4f} after training and {untrained:.4f} before" in messages[0]
+        assert f"gain {trained - untrained:+.4f}, less than {MIN_LEARNING_GAIN}" in messages[0]
+
+
+@pytest.mark.filterwarnings("ignore::zoo.monitor.CollapseWarning")  # the untrained digits net's spread is 0.07
+def test_a_run_that_does_not_learn_says_so(tmp_path):
+    # Learning rate 0 and frozen BatchNorm: the trained model is the untrained one, gain 0.
+    config = TrainConfig(dataset="digits", epochs=1, steps_per_epoch=1, eval_every=1, learning_rate=0.0,
+                         freeze_batchnorm=True, measure_raw_pixels=False, run_dir=str(tmp_path / "run"))
+    with pytest.warns(NoLearningWarning, match=r"gain \+0\.0000"):
+        result = train(config)
+    assert result["metrics"]["map@r"] == result["metrics_untrained"]["map@r"]
 
 
 def _fit_synthetic(tmp_path, epochs: int, **hyperparameters) -> tuple[keras.callbacks.History, list]:

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import warnings
 
 import keras
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from zoo import cli
 from zoo.callbacks import read_epoch_log
 from zoo.methods.metric_model import MetricModel
+from zoo.monitor import NoLearningWarning
 from zoo.training import TrainConfig, add_train_arguments, config_from_args, train
 
 from learning import CrashAtStep
@@ -34,7 +36,9 @@ def test_training_improves_map_at_r_and_nmi_on_unseen_classes(tmp_path):
     # Synthetic: 10 training classes transfer to the 10 unseen ones (digits' 5 classes barely do).
     config = TrainConfig(dataset="synthetic", epochs=4, steps_per_epoch=15, eval_every=4, freeze_batchnorm=True,
                          hyperparameters={"loss": "facenet-triplet", "miner": "random"}, run_dir=str(tmp_path / "run"))
-    result = train(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoLearningWarning)  # a run that learns does not warn
+        result = train(config)
     before, after = result["metrics_untrained"], result["metrics"]
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)
     assert after["nmi"] > before["nmi"], (before, after)

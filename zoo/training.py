@@ -18,7 +18,9 @@ What a run keeps when it is killed or fails:
   so it ends where the uninterrupted run ends;
 - at the first NaN or infinite loss training stops (:class:`zoo.monitor.TrainingDiverged`) with the
   backup of the last finite epoch kept; nothing non-finite is backed up or published, and a model whose
-  MAP@R is below the untrained model's is published only with ``force`` (``--force``).
+  MAP@R is below the untrained model's is published only with ``force`` (``--force``);
+- a run whose held-out MAP@R ends less than 0.01 above the untrained model's warns
+  (:class:`zoo.monitor.NoLearningWarning`): it trained without learning.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from zoo.data import DATASETS, load_dataset
 from zoo.evaluation import evaluation_pipelines, evaluation_sets, measure, raw_pixel_model
 from zoo.methods import build_model, check_hyperparameters
 from zoo.names import METHOD_NAMES
-from zoo.monitor import TrainingDiverged
+from zoo.monitor import TrainingDiverged, warn_if_not_learned
 from zoo.optimizers import PaperAdam
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -340,6 +342,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     last = evaluation.history[-1] if evaluation.history else None  # the callback measured the final weights
     metrics = last["metrics"] if last and last["epoch"] == config.epochs - 1 else measure(model, queries, gallery, config)
     _write_json(run_dir / "metrics.json", metrics)
+    warn_if_not_learned(metrics["map@r"], untrained["map@r"])
     _write_atomically(run_dir / "model.keras", model.save)
     if config.publish_as:
         check_publishable(model, metrics, untrained, config.force)
