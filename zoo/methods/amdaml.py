@@ -34,8 +34,17 @@ Readings of the paper (its text is garbled or silent here):
   --runs amdaml --set balance=non-zero ...``): fine-tuned from the pretrained small_cnn 0.381 / 0.366 / 0.368
   against "balanced" 0.358 / 0.327 / 0.350 (contrastive 0.394 / 0.386 / 0.367; L_AM alone, generator off,
   seed 0: 0.383 "non-zero", 0.359 "balanced"); from scratch 0.124 / 0.015 /
-  0.132: seed 1 collapses (embedding spread 0.16, T_down 0.71, MAP@R at chance). "balanced" stays the default:
-  it never collapsed.
+  0.132: seed 1 collapses (embedding spread 0.16, T_down 0.71, MAP@R at chance). At Adam 3e-4 (``--set
+  balance=non-zero learning_rate=3e-4``) "non-zero" matches contrastive fine-tuned, 0.393 / 0.370 / 0.392 (+0.002
+  paired; contrastive is the same at 3e-4, 0.393 on seed 0), and from scratch 0.110 / 0.030 / 0.124: seed 1
+  again ends near the untrained net (spread 0.21). The collapse is L_AM's under this reduction, not the
+  generator's: seed 1 at 1e-3 measures 0.018 with the generator off and 0.014 with the label-preserving one
+  (hinge, "negative", theta_max 0.5). It is a shared shift: the head's outputs on the unseen images share a mean
+  of norm 13.1 against deviations of 2.6 around it (seed 0: 2.0 against 3.7), the head's kernel applied to the
+  mean pooled feature (bias norm 0.1), so the unit embeddings all lie near one direction. The paper trains
+  from random initialisation (Sec. IV.2: AlexNet, "randomly initialized"), where "non-zero" collapses one seed in
+  three, so "balanced" stays the default: it never collapsed. ``zoo train`` warns on such a run
+  (:func:`zoo.monitor.warn_if_not_learned`).
 - L_R (eq. 5) covers the kernels and biases of the embedding net (W^(m), b^(m)); BatchNorm scales and
   offsets are not in eq. 1 and are left out. It enters as lambda / (2 N_pairs) sum ||W||^2, eq. 5 divided
   by its number of pairs. Its scale: for tiny_cnn (64-d) 1/2 sum ||W||^2 is 109 at initialisation and 54
