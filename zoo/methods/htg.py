@@ -39,8 +39,10 @@ Choices where the paper summary is silent:
 
   From scratch: semi-hard 0.196 / 0.154 / 0.193 (without G 0.180 / 0.141 / 0.154; contrastive 0.180 / 0.142 / 0.178),
   random 0.114 / 0.080 / 0.105. G's triplets match the loss they are made of on random and all triplets and
-  cost 0.013 on semi-hard ones; semi-hard HTG beats the triplet losses on random and on all triplets and comes
-  within 0.006 of contrastive (paired; benchmarks/RESULTS.md).
+  cost 0.013 on semi-hard ones at 100 steps; semi-hard HTG beats the triplet losses on random and on all
+  triplets and comes within 0.006 of contrastive (paired; benchmarks/RESULTS.md). At the presets' 300 steps G's
+  triplets add to semi-hard mining: HTG 0.429 / 0.431 / 0.415 against 0.417 / 0.420 / 0.406 without G (+0.011
+  paired; D's L_real ends at 4.6-4.8, ln 353 = 5.87 at chance).
 - F's loss, G's learning rate and whether F's gradient passes through G were measured from scratch on
   unseen classes (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d, P8 x K4, Adam 1e-3,
   150 steps; MAP@R of the unseen classes, untrained 0.052-0.057; seeds 0, 1[, 2]; the same batches; random
