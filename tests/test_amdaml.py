@@ -147,6 +147,24 @@ def test_thresholds_carry_no_gradient():
     np.testing.assert_allclose(grad_negative.numpy(), [0.0, -1.0])  # T_down(D_p = 0.58) = 0.99 < 1.5
 
 
+def test_plain_hinges_compare_distances_with_the_same_thresholds():
+    # D_p = 0.5, D_n = 1: T_up = (1 - e^-5) / 6, T_down = log2(1 + e^1.5) / 2, from the plain distances either way.
+    t_up, t_down = (1 - math.exp(-5.0)) / 6, math.log2(1 + math.exp(1.5)) / 2
+    squared = amdaml.adaptive_margin_terms(tf.constant([0.25]), tf.constant([1.0]), 5.0, 3.0)
+    plain = amdaml.adaptive_margin_terms(tf.constant([0.25]), tf.constant([1.0]), 5.0, 3.0, "plain")
+    assert (float(plain.t_up), float(plain.t_down)) == pytest.approx((t_up, t_down), rel=1e-6)
+    assert float(squared.positive[0]) == pytest.approx(0.25 - t_up, rel=1e-5)
+    assert float(plain.positive[0]) == pytest.approx(0.5 - t_up, rel=1e-5)
+    assert float(plain.negative[0]) == pytest.approx(t_down - 1.0, rel=1e-5)
+    distance_squared = tf.Variable([0.0, 0.36])
+    with tf.GradientTape() as tape:
+        distances = amdaml.hinge_distances(distance_squared, "plain")
+    np.testing.assert_allclose(distances.numpy(), [0.0, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(distances, distance_squared).numpy(), [0.0, 1 / 1.2], rtol=1e-5)
+    with pytest.raises(ValueError, match="hinge_distance must be one of"):
+        amdaml.AdaptiveMarginLoss(hinge_distance="cubed")
+
+
 def test_closeness_and_the_mixup_generator():
     # "negative": theta^2 + lambda1 (1 - theta)^2, smallest at lambda1 / (1 + lambda1) = 0.0909;
     # "sample" (DAML's roles): (1 - theta)^2 + lambda1 theta^2, smallest at 1 / (1 + lambda1) = 0.909

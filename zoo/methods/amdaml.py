@@ -156,8 +156,19 @@ class AdaptiveMargin(NamedTuple):
     t_down: tf.Tensor
 
 
+HINGE_DISTANCES = ("squared", "plain")
+
+
+def hinge_distances(d2: tf.Tensor, hinge_distance: str = "squared") -> tf.Tensor:
+    """What eq. 5's hinges compare with the thresholds: the squared distances, or the plain ones."""
+    d2 = tf.cast(d2, tf.float32)
+    if hinge_distance == "squared":
+        return d2
+    return tf.where(d2 > 0.0, tf.sqrt(tf.maximum(d2, 1e-12)), tf.zeros_like(d2))  # a finite gradient at 0
+
+
 def adaptive_margin_terms(
-    positive_d2: tf.Tensor, negative_d2: tf.Tensor, alpha: float, beta: float
+    positive_d2: tf.Tensor, negative_d2: tf.Tensor, alpha: float, beta: float, hinge_distance: str = "squared"
 ) -> AdaptiveMargin:
     """The L_PC hinges (eq. 6) of flat vectors of squared positive and negative pair distances."""
     positive_d2, negative_d2 = tf.cast(positive_d2, tf.float32), tf.cast(negative_d2, tf.float32)
@@ -165,8 +176,8 @@ def adaptive_margin_terms(
     t_up, t_down = adaptive_thresholds(mean_distance(positive_d2), mean_distance(negative_d2), alpha, beta)
     tau, gamma = (t_up + t_down) / 2.0, (t_down - t_up) / 2.0   # tau - gamma = T_up, tau + gamma = T_down
     return AdaptiveMargin(
-        positive=pairwise_constraint(positive_d2, 1.0, tau, gamma),
-        negative=pairwise_constraint(negative_d2, -1.0, tau, gamma),
+        positive=pairwise_constraint(hinge_distances(positive_d2, hinge_distance), 1.0, tau, gamma),
+        negative=pairwise_constraint(hinge_distances(negative_d2, hinge_distance), -1.0, tau, gamma),
         t_up=t_up,
         t_down=t_down,
     )
@@ -218,21 +229,22 @@ def closeness(theta: tf.Tensor, lambda1: float, anchor_weight: str = "sample") -
 
 
 def adversarial_pair_hinges(
-    adversarial_d2: tf.Tensor, theta: tf.Tensor, t_up: tf.Tensor, t_down: tf.Tensor, target: str = "negative"
+    adversarial_distances: tf.Tensor, theta: tf.Tensor, t_up: tf.Tensor, t_down: tf.Tensor, target: str = "negative"
 ) -> tf.Tensor:
-    """L_PC of each pair (x+, x^) (eq. 6). ``target`` "negative": x^ is a negative, ``[T_down - D^2]_+``;
+    """L_PC of each pair (x+, x^) (eq. 6), on its squared or plain distance (:func:`hinge_distances`).
+    ``target`` "negative": x^ is a negative, ``[T_down - D^2]_+``;
     "mixup": the pair's target interpolates like the mix (ref. [33]),
     ``theta [D^2 - T_up]_+ + (1 - theta) [T_down - D^2]_+``."""
-    negative = tf.nn.relu(t_down - adversarial_d2)
+    negative = tf.nn.relu(t_down - adversarial_distances)
     if target == "negative":
         return negative
-    return theta * tf.nn.relu(adversarial_d2 - t_up) + (1.0 - theta) * negative
+    return theta * tf.nn.relu(adversarial_distances - t_up) + (1.0 - theta) * negative
 
 
 def adversary_objective(
-    adversarial_d2: tf.Tensor, hinges: tf.Tensor, t_down: tf.Tensor, adversary: str = "ascent"
+    adversarial_distances: tf.Tensor, hinges: tf.Tensor, t_down: tf.Tensor, adversary: str = "ascent"
 ) -> tf.Tensor:
-    """The term of L_adv that lambda2 weighs (eq. 8), to be minimised by the generator.
+    """The term of L_adv that lambda2 weighs (eq. 8), to be minimised by the generator (distances as the hinges').
 
     "hinge": ``mean [D^2(x+, x^) - T_down]_+``: bring x^ inside the negative margin, i.e. make the metric
     misclassify it (Sec. III-C, criterion 2), and stop there (as DAML's J_adv, ref. [31]).
@@ -241,7 +253,7 @@ def adversary_objective(
     """
     if adversary == "ascent":
         return -tf.reduce_mean(hinges)
-    return tf.reduce_mean(tf.nn.relu(adversarial_d2 - t_down))
+    return tf.reduce_mean(tf.nn.relu(adversarial_distances - t_down))
 
 
 def draw_negative_partners(labels: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -255,19 +267,24 @@ def draw_negative_partners(labels: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 class AdaptiveMarginLoss(losses_lib.MetricLoss):
     """L_PC (eq. 5-6) over every unordered pair of the batch (:func:`pair_constraint_mean`); eq. 3-4."""
 
-    def __init__(self, alpha: float = 5.0, beta: float = 3.0, balance: str = "balanced", **kwargs: Any):
+    def __init__(self, alpha: float = 5.0, beta: float = 3.0, balance: str = "balanced",
+                 hinge_distance: str = "squared", **kwargs: Any):
         super().__init__(**kwargs)
         check_margin_parameters(alpha, beta)
         if balance not in BALANCES:
             raise ValueError(f"AMDAML's balance must be one of {BALANCES}, got {balance!r}")
-        self.alpha, self.beta, self.balance = float(alpha), float(beta), balance
+        if hinge_distance not in HINGE_DISTANCES:
+            raise ValueError(f"AMDAML's hinge_distance must be one of {HINGE_DISTANCES}, got {hinge_distance!r}")
+        self.alpha, self.beta, self.balance, self.hinge_distance = float(alpha), float(beta), balance, hinge_distance
 
     def call(self, embeddings, labels, seed=None):
-        terms = adaptive_margin_terms(*batch_pair_distances(embeddings, labels), self.alpha, self.beta)
+        terms = adaptive_margin_terms(*batch_pair_distances(embeddings, labels), self.alpha, self.beta,
+                                      self.hinge_distance)
         return pair_constraint_mean(terms.positive, terms.negative, self.balance)
 
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "balance": self.balance}
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "balance": self.balance,
+                "hinge_distance": self.hinge_distance}
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -309,6 +326,8 @@ class AMDAML(MetricModel):
             (Sec. III-D). Paper: 5 and 3 (Sec. IV.6).
         balance: how L_PC normalises its sums over the pairs, "balanced", "all" or "non-zero"
             (:func:`pair_constraint_mean`).
+        hinge_distance: what the hinges of eq. 5 compare with T_up and T_down, "squared" distances (eq. 5-7)
+            or "plain" ones (Sec. III-B's D_p <= T_up, D_n >= T_down; :func:`hinge_distances`).
         l2_lambda: lambda of the regulariser L_R (eq. 5); paper: 1 (Sec. IV.2).
         epsilon: eps, weight of L_adv in eq. 9; paper: 0.1.
         lambda1: weight of the generated negative's closeness to x- (eq. 8, DAML's J_reg); paper: 0.1.
@@ -342,6 +361,7 @@ class AMDAML(MetricModel):
         alpha: float = 5.0,
         beta: float = 3.0,
         balance: str = "balanced",
+        hinge_distance: str = "squared",
         l2_lambda: float = 1.0,
         epsilon: float = 0.1,
         lambda1: float = 0.1,
@@ -356,7 +376,7 @@ class AMDAML(MetricModel):
         seed: int = 0,
         **kwargs: Any,
     ):
-        loss = AdaptiveMarginLoss(alpha, beta, balance, name="adaptive_margin_loss")
+        loss = AdaptiveMarginLoss(alpha, beta, balance, hinge_distance, name="adaptive_margin_loss")
         super().__init__(embedding_net, loss=loss, seed=seed, **kwargs)
         for name, value in (("l2_lambda", l2_lambda), ("epsilon", epsilon), ("lambda1", lambda1), ("lambda2", lambda2)):
             if value < 0:
@@ -419,19 +439,22 @@ class AMDAML(MetricModel):
         positive_d2, negative_d2 = batch_pair_distances(samples, labels)
         adversarial_d2 = tf.reduce_sum(tf.square(samples - generated), axis=-1)
         adversarial_d2 = adversarial_d2[: tf.size(adversarial_d2) * tf.cast(adversarial, tf.int32)]
+        hinge_distance = self.metric_loss.hinge_distance
         terms = adaptive_margin_terms(                                       # eq. 3-6
-            positive_d2, tf.concat([negative_d2, adversarial_d2], axis=0), self.alpha, self.beta
+            positive_d2, tf.concat([negative_d2, adversarial_d2], axis=0), self.alpha, self.beta, hinge_distance
         )
         theta = self.generator.theta
+        adversarial_distances = hinge_distances(adversarial_d2, hinge_distance)
         adversarial_hinges = adversarial_pair_hinges(
-            adversarial_d2, theta, terms.t_up, terms.t_down, self.readings["target"]
+            adversarial_distances, theta, terms.t_up, terms.t_down, self.readings["target"]
         )
         negative_hinges = tf.concat([terms.negative[: tf.size(negative_d2)], adversarial_hinges], axis=0)
         num_pairs = tf.cast(tf.size(terms.positive) + tf.size(negative_hinges), tf.float32)
         l_pc = pair_constraint_mean(terms.positive, negative_hinges, self.metric_loss.balance)
         l_r = l2_regularizer(self.regularized_variables())
         on = tf.cast(adversarial, tf.float32)
-        adversary = adversary_objective(adversarial_d2, adversarial_hinges, terms.t_down, self.readings["adversary"])
+        adversary = adversary_objective(
+            adversarial_distances, adversarial_hinges, terms.t_down, self.readings["adversary"])
         l_adv = closeness(theta, self.lambda1, self.readings["closeness"]) + self.lambda2 * tf.math.multiply_no_nan(
             adversary, on
         )                                                                    # eq. 8
@@ -472,12 +495,13 @@ class AMDAML(MetricModel):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        del config["loss"]  # the adaptive margin loss, rebuilt from alpha, beta and balance
+        del config["loss"]  # the adaptive margin loss, rebuilt from alpha, beta, balance and hinge_distance
         return {
             **config,
             "alpha": self.alpha,
             "beta": self.beta,
             "balance": self.metric_loss.balance,
+            "hinge_distance": self.metric_loss.hinge_distance,
             "l2_lambda": self.l2_lambda,
             "epsilon": self.epsilon,
             "lambda1": self.lambda1,
