@@ -130,8 +130,12 @@ def test_adaptive_margin_loss_on_four_points():
     non_zero = (2 - t_up) + (t_down - 2)   # each sum over its non-zero hinges: 2 positive, 2 of the 4 negative
     assert non_zero == pytest.approx(2.9041, abs=1e-4)
     for balance, expected in (("all", all_pairs), ("balanced", balanced), ("non-zero", non_zero)):
-        loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0, balance=balance)(embeddings, labels)
-        assert float(loss) == pytest.approx(expected, rel=1e-5), balance
+        loss = amdaml.AdaptiveMarginLoss(alpha=5.0, beta=3.0, balance=balance, hinge_distance="squared")
+        assert float(loss(embeddings, labels)) == pytest.approx(expected, rel=1e-5), balance
+    # The default, plain hinges (distances sqrt 2 and 2): every hinge is non-zero, as T_down > 2.
+    plain_non_zero = (math.sqrt(2) - t_up) + (2 * (t_down - 2) + 2 * (t_down - math.sqrt(2))) / 4
+    assert plain_non_zero == pytest.approx(2.6112, abs=1e-4)
+    assert float(amdaml.AdaptiveMarginLoss()(embeddings, labels)) == pytest.approx(plain_non_zero, rel=1e-5)
     terms = amdaml.adaptive_margin_terms(*amdaml.batch_pair_distances(embeddings, labels), 5.0, 3.0)
     assert (float(terms.t_up), float(terms.t_down)) == pytest.approx((t_up, t_down), rel=1e-5)
 
@@ -244,17 +248,20 @@ SEED = tf.constant([3, 0], tf.int64)
 
 
 def _l_pc_at_fixed_thresholds(model: AMDAML, batch, t_up: float, t_down: float) -> tuple[float, float]:
-    """Mean L_PC hinge of all pairs (real and generated) and of the generated pairs alone, with T_up and
-    T_down held at given values (a step also moves D_p and D_n, hence the thresholds)."""
+    """L_PC of all pairs (real and generated), reduced as the model reduces it, and the mean hinge of the
+    generated pairs alone, with T_up and T_down held at given values (a step also moves D_p and D_n, hence the
+    thresholds)."""
     images, labels = tf.constant(batch[0]), tf.constant(batch[1])
     samples, generated = model(images), model(model.adversarial_negatives(images, labels, SEED))
     positive_d2, negative_d2 = amdaml.batch_pair_distances(samples, labels)
     adversarial_d2 = tf.reduce_sum(tf.square(samples - generated), axis=-1)
     tau, gamma = (t_up + t_down) / 2, (t_down - t_up) / 2
-    positive = amdaml.pairwise_constraint(positive_d2, 1.0, tau, gamma)
-    negative = amdaml.pairwise_constraint(tf.concat([negative_d2, adversarial_d2], 0), -1.0, tau, gamma)
+    distances = lambda d2: amdaml.hinge_distances(d2, model.metric_loss.hinge_distance)
+    positive = amdaml.pairwise_constraint(distances(positive_d2), 1.0, tau, gamma)
+    negative = amdaml.pairwise_constraint(distances(tf.concat([negative_d2, adversarial_d2], 0)), -1.0, tau, gamma)
     adversarial = negative[tf.size(negative_d2):]
-    return float(tf.reduce_mean(tf.concat([positive, negative], 0))), float(tf.reduce_mean(adversarial))
+    l_pc = amdaml.pair_constraint_mean(positive, negative, model.metric_loss.balance)
+    return float(l_pc), float(tf.reduce_mean(adversarial))
 
 
 def _one_step(batch, optimizer, **hyperparameters) -> dict[str, float]:
@@ -346,12 +353,14 @@ def test_digits_run_fits_the_training_digits():
     """The amdaml_digits recipe (60 steps, Adam 5e-4, 5 x 16 images, 40 pre-training steps) on tiny_cnn.
 
     With 5 training classes the run fits them (MAP@R of digits 0-4: 0.60 -> 0.94) and does not transfer to the
-    unseen digits 5-9 (balanced L_PC, measured: 0.481 -> 0.463); transfer to unseen classes is asserted on
-    the many-class synthetic set below. The published amdaml_digits weights predate the balanced L_PC.
+    unseen digits 5-9 (squared, balanced hinges, measured: 0.481 -> 0.463); transfer to unseen classes is
+    asserted on the many-class synthetic set below. The published amdaml_digits weights predate the balanced
+    and the plain, non-zero L_PC.
     """
     train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
     keras.utils.set_random_seed(0)
-    model = build_model("amdaml", embedding_dim=64, input_size=32, freeze_batchnorm=True, pretrain_steps=40)
+    model = build_model("amdaml", embedding_dim=64, input_size=32, freeze_batchnorm=True, pretrain_steps=40,
+                        balance="balanced", hinge_distance="squared")
     model.compile(optimizer=keras.optimizers.Adam(5e-4))
     before, after = fit_and_measure(model, train_pipeline(train_set, 32, 5, 16, seed=0),
                                     {"test": test_set, "train": train_set}, steps=60, metrics=("recall", "map@r"))
