@@ -13,6 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from zoo import ops
+
 
 
 class Distance:
@@ -67,8 +69,7 @@ class EuclideanDistance(Distance):
     name = "euclidean"
 
     def matrix(self, query, reference):
-        d2 = squared_differences(query, reference)
-        return tf.where(d2 > 0.0, tf.sqrt(tf.maximum(d2, 1e-12)), tf.zeros_like(d2))
+        return ops.safe_sqrt(squared_differences(query, reference))
 
     def rowwise(self, x, y):
         return tf.sqrt(tf.reduce_sum(tf.square(x - y), axis=-1) + 1e-12)

@@ -22,11 +22,14 @@ def pairwise_squared_distances(x: tf.Tensor, y: tf.Tensor | None = None) -> tf.T
     return tf.maximum(d2, 0.0)
 
 
+def safe_sqrt(squared: tf.Tensor) -> tf.Tensor:
+    """``sqrt`` of non-negative ``squared`` distances, 0 at 0 with a finite (zero) gradient there."""
+    return tf.where(squared > 0.0, tf.sqrt(tf.maximum(squared, 1e-12)), tf.zeros_like(squared))
+
+
 def pairwise_distances(x: tf.Tensor, y: tf.Tensor | None = None) -> tf.Tensor:
     """Euclidean distances with a gradient that stays finite at zero distance."""
-    d2 = pairwise_squared_distances(x, y)
-    safe = tf.maximum(d2, 1e-12)
-    return tf.where(d2 > 0.0, tf.sqrt(safe), tf.zeros_like(d2))
+    return safe_sqrt(pairwise_squared_distances(x, y))
 
 
 def same_class_masks(labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
