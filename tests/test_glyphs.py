@@ -1,6 +1,7 @@
 """The glyphs dataset: zero-shot split, deterministic build, cache, clear errors, and a short run that learns."""
 
 import sys
+import types
 
 import keras
 import numpy as np
@@ -121,6 +122,14 @@ def test_second_load_reads_the_cache(cache_dir, monkeypatch):
     test = glyphs.load_glyphs("test", cache_dir=cache_dir)
     assert test.num_classes >= 100
     assert glyphs.cache_path(cache_dir, image_size=32, images_per_class=24, seed=1) != files[0]
+
+
+def test_the_cache_name_does_not_depend_on_where_the_packages_are_installed(tmp_path, monkeypatch):
+    before = glyphs.cache_path(tmp_path, image_size=32, images_per_class=24, seed=0)
+    elsewhere = types.ModuleType("PIL")  # the same Pillow, imported from another virtual environment
+    elsewhere.__version__, elsewhere.__file__ = glyphs.PIL.__version__, "/elsewhere/site-packages/PIL/__init__.py"
+    monkeypatch.setattr(glyphs, "PIL", elsewhere)
+    assert glyphs.cache_path(tmp_path, image_size=32, images_per_class=24, seed=0) == before
 
 
 def test_missing_font_package_is_named(monkeypatch, tmp_path):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import types
 import unicodedata
 from pathlib import Path
 
@@ -311,7 +312,8 @@ def cache_path(cache_dir: str | os.PathLike | None = None, **build_options) -> P
     """The cache file of a build: named after a hash of its options, of the settings of this module
     (its upper-case constants), of the versions of Pillow, FreeType, numpy and the Unicode database,
     and of the font files' bytes."""
-    settings = {name: value for name, value in globals().items() if name.isupper() and not name.startswith("_")}
+    settings = {name: value for name, value in globals().items()  # not the PIL module: its repr names the venv
+                if name.isupper() and not name.startswith("_") and not isinstance(value, types.ModuleType)}
     digest = hashlib.sha256(json.dumps(
         [build_options, settings, PIL.__version__, features.version("freetype2"), np.__version__,
          unicodedata.unidata_version],
