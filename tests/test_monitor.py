@@ -31,7 +31,7 @@ def test_embedding_spread_is_the_mean_distance_to_the_batch_mean():
 
 
 @pytest.mark.parametrize(("trained", "untrained", "warns"), [
-    (0.015, 0.012, True),    # AMDAML balance="non-zero", seed 1 from scratch: spread 0.16, no collapse warning
+    (0.015, 0.012, True),    # AMDAML hinge_distance="squared", seed 1 from scratch: spread 0.16, no collapse warning
     (0.312, 0.338, True),    # fine-tuned into a worse embedding
     (0.029, 0.012, False),   # the weakest run from scratch that learned (THSG, seed 1)
     (0.351, 0.338, False),

@@ -12,13 +12,14 @@ what each training step already logs, with no extra forward pass:
   epoch mean falls below ``collapse_spread`` the embedding has collapsed to about one point, and the
   monitor warns (:class:`CollapseWarning`) with the epoch, the value and what to try.
 
-A run can fail without either sign: AMDAML with ``balance="non-zero"`` from scratch (glyphs, seed 1) ends at the
-untrained net's unseen-class MAP@R (0.015 against 0.012) with a spread of 0.16 and its training batches' classes
-still apart (1 - mean same-class / mean other-class distance 0.35, against 0.39-0.55 in runs that learn); its
-embeddings lie along 2.5 directions (participation ratio of the batch covariance), but so do those of runs that
-learn (HTG from scratch 2.7 in its first epoch) and of the untrained nets (2.8-4.5 on the test set). No statistic
-of the training batches tells it apart, so :func:`zoo.training.train` checks the held-out classes themselves:
-:func:`warn_if_not_learned` after the final evaluation.
+A run can fail without either sign: AMDAML with squared hinges under the non-zero reduction
+(``hinge_distance="squared"``) from scratch (glyphs, seed 1) ends at the untrained net's unseen-class MAP@R (0.015
+against 0.012) with a spread of 0.16 and its training batches' classes still apart (1 - mean same-class / mean
+other-class distance 0.35, against 0.39-0.55 in runs that learn); its embeddings lie along 2.5 directions
+(participation ratio of the batch covariance), but so do those of runs that learn (HTG from scratch 2.7 in its first
+epoch) and of the untrained nets (2.8-4.5 on the test set). No statistic of the training batches tells it apart, so
+:func:`zoo.training.train` checks the held-out classes themselves: :func:`warn_if_not_learned` after the final
+evaluation.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ SPREAD_LOG = "embedding_spread"
 
 
 # Measured (benchmarks/results/compare_methods.jsonl: glyphs and synthetic, 100 steps): the runs that ended at the
-# untrained net's MAP@R (AMDAML balance="non-zero", seed 1 from scratch, three readings) gained +0.003 to +0.006;
-# every other run from scratch gained at least +0.018.
+# untrained net's MAP@R (AMDAML hinge_distance="squared", seed 1 from scratch, three readings) gained +0.003
+# to +0.006; every other run from scratch gained at least +0.018.
 MIN_LEARNING_GAIN = 0.01
 
 

@@ -56,8 +56,8 @@ Readings of the paper (its text is garbled or silent here):
   plain hinges under the non-zero reduction beat the former default on every seed of both protocols
   (+0.019 fine-tuned, +0.013 from scratch; at 300 steps fine-tuned 0.398 / 0.413 / 0.405 against 0.369 /
   0.363 / 0.376) and never collapsed. On the synthetic set (40 unseen classes) they lose to it on every seed
-  (fine-tuned 0.198 against 0.219, from scratch 0.131 against 0.155); glyphs, with 308 unseen classes, decides. ``zoo train`` warns on a
-  collapsed run (:func:`zoo.monitor.warn_if_not_learned`).
+  (fine-tuned 0.198 against 0.219, from scratch 0.131 against 0.155); glyphs, with 308 unseen classes, decides.
+  ``zoo train`` warns on a collapsed run (:func:`zoo.monitor.warn_if_not_learned`).
 - L_R (eq. 5) covers the kernels and biases of the embedding net (W^(m), b^(m)); BatchNorm scales and
   offsets are not in eq. 1 and are left out. It enters as lambda / (2 N_pairs) sum ||W||^2, eq. 5 divided
   by its number of pairs. Its scale: for tiny_cnn (64-d) 1/2 sum ||W||^2 is 109 at initialisation and 54

@@ -52,11 +52,11 @@ learning_rate=1e-3 ...``, ``--set images_per_class=4``; 100 steps, seeds 0 / 1 /
 
 The baselines do not move between these rates (fine-tuned, seed 0: semi-hard triplets 0.391 at 1e-3 and at 3e-4,
 contrastive 0.394 and 0.393), so the rate is top-k's own (l_k's gradient is ±1 on every misplaced score,
-whatever its margin, where the baselines' hinges fade as they are met). The batches: with Sec. 4.4's 11 images of a class (n+ = 10 >= k, case 2) a
-query's loss asks for 5 of its 10 positives in its top 5 and leaves the other 5 anywhere; with 4 (n+ = 3 < k,
-case 1) every positive must rank above the negatives, the target of MAP@R. That wins on glyphs fine-tuned
-(+0.017) and loses from scratch (-0.040; embedding spread 0.16-0.19: the shared shift above, held off but not
-gone) and on the synthetic set (fine-tuned 0.258 against 0.299, 3 seeds). Sec. 4.4's sampler stays.
+whatever its margin, where the baselines' hinges fade as they are met). The batches: with Sec. 4.4's 11 images of a
+class (n+ = 10 >= k, case 2) a query's loss asks for 5 of its 10 positives in its top 5 and leaves the other 5
+anywhere; with 4 (n+ = 3 < k, case 1) every positive must rank above the negatives, the target of MAP@R. That wins
+on glyphs fine-tuned (+0.017) and loses from scratch (-0.040; embedding spread 0.16-0.19: the shared shift above,
+held off but not gone) and on the synthetic set (fine-tuned 0.258 against 0.299, 3 seeds). Sec. 4.4's sampler stays.
 At the presets' 300 steps from scratch (seed 0) 1e-3 is ahead (0.292 against 0.272 at 3e-4): the published
 ``topk_glyphs`` keeps its 1e-3 weights, and its card names the command with ``--lr 0.001``.
 
