@@ -20,7 +20,7 @@ from zoo.monitor import SPREAD_LOG
 from learning import fit_and_measure, fit_synthetic_and_measure
 
 LOG_NAMES = {"loss", "l_pc", "l_r", "l_adv", "adversarial_pc", "adversarial_d2", "t_up", "t_down", "theta",
-             SPREAD_LOG}
+             "negatives_inside", SPREAD_LOG}
 
 
 def _model(optimizer=None, **hyperparameters) -> AMDAML:
@@ -310,6 +310,23 @@ def test_metric_net_descends_l_pc_with_the_generator_fixed(batch):
     assert step["net_moved"] and step["theta"][0] == step["theta"][1] == 0.5
     assert step["l_pc"][1] < step["l_pc"][0], step
     assert step["adversarial_pc"][1] < step["adversarial_pc"][0], step
+
+
+def test_logs_the_share_of_negative_pairs_inside_t_down():
+    """Unit vectors as the inputs of a normalising net: class 0 at (1, 0) twice, class 1 at (0.8, 0.6), (-1, 0).
+
+    D_p = (0 + |(0.8, 0.6) - (-1, 0)|) / 2 = 0.9487; beta = 6: T_down = log2(1 + e^(6 D_p)) / 5 = 1.644.
+    The negative pairs lie at 0.632 (twice, inside T_down) and 2 (twice, outside): a share of 0.5.
+    """
+    inputs = keras.Input((2,))
+    identity = keras.layers.Dense(2, kernel_initializer="identity")(inputs)  # L_R needs a kernel
+    net = keras.Model(inputs, keras.layers.UnitNormalization()(identity))
+    model = AMDAML(net, beta=6.0)
+    points = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.8, 0.6], [-1.0, 0.0]])
+    losses = model.batch_losses(points, tf.constant([0, 0, 1, 1]), SEED, adversarial=False)
+    d_p = math.sqrt(1.8**2 + 0.6**2) / 2
+    assert float(losses["t_down"]) == pytest.approx(math.log2(1 + math.exp(6 * d_p)) / 5, rel=1e-5)
+    assert float(losses["negatives_inside"]) == 0.5
 
 
 def test_pretraining_leaves_out_the_generated_pairs_and_freezes_the_generator(batch):

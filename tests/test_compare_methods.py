@@ -41,3 +41,14 @@ def test_step_counts_scale_with_the_run():
     """AMDAML pre-trains 100 of its preset's 300 steps: 33 of a 100-step run; other hyperparameters stay."""
     scaled = compare_methods.scale_step_counts({"pretrain_steps": 100, "alpha": 5.0}, 300, 100)
     assert scaled == {"pretrain_steps": 33, "alpha": 5.0}
+
+
+def test_report_pairs_topk_with_its_baselines_on_the_same_batches():
+    """Sec. 4.4's batches beside the baselines' 6 x 11 runs, and top-k's P16 x K4 run beside the baselines' own."""
+    same = " classes_per_batch=6 images_per_class=11"
+    rows = [row("topk", 0, 0.38), row("contrastive", 0, 0.40), row("contrastive" + same, 0, 0.34),
+            row("topk images_per_class=4", 0, 0.41)]
+    table = compare_methods.report(rows, "from scratch", 100)
+    assert "| topk | contrastive -0.020 |" in table
+    assert "| topk, baselines on the same batches (Sec. 4.4's batches) | contrastive +0.040 |" in table
+    assert "| topk images_per_class=4, baselines on the same batches (P16 x K4) | contrastive +0.010 |" in table

@@ -62,6 +62,12 @@ Choices where the paper is silent or ambiguous:
   classifier_learning_rate=0.1``); 3 seeds at 0.1: 0.321 +- 0.013 against 0.315 +- 0.012. From scratch,
   100 steps, seed 0: CF at 1e-3 0.079, at 0.1 0.064; the published 300-step ``thsg_glyphs``: 0.158 at 0.1,
   0.125 at 1e-3 (l_class falls from 46 to 38 with the paper's ratio).
+- φ (eq. 5) is per dataset in Table 2: 0.5 (CUB-200), 0.25 (Cars196), 0.2 (SOP); ``thsg_glyphs`` takes
+  CUB-200's. Measured, glyphs, fine-tuned, 100 steps, seed 0, φ = 0.5 / 0.2 / 0 (``--set phi=...``): THSG
+  0.332 / 0.314 / 0.321 (random triplets 0.312), THSG(Semi) 0.365 / 0.378 / 0.398 (semi-hard triplets 0.391),
+  THSG(D) 0.361 / 0.372 / 0.390 (distance-weighted triplets 0.383). The category loss helps THSG on random
+  triplets and costs the mined versions (3 seeds at 0.5: -0.021 and -0.022), which without it beat their
+  mining; CUB-200's φ stays, as THSG's default is the random-triplet method.
 - Optimizers: "Adam optimizer with 4e-4 weight decay" (Sec. 6.2) in PyTorch 1.6, whose ``Adam(weight_decay=...)``
   adds wd * w to the gradient: every sub-network's Adam is :class:`zoo.optimizers.PaperAdam` with that coupled
   ``l2_weight_decay``, and so is F's in the presets (their ``training["optimizer"]``). Keras's decoupled
