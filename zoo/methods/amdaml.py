@@ -78,7 +78,9 @@ Readings of the paper (its text is garbled or silent here):
   (first epoch 1.29, 38 % of the negatives inside) and L_PC's non-zero mean takes in many easy negatives; at
   beta = 5 it sits near contrastive's fixed margin of 1 and averages the hardest 8 %. beta = 5: +0.014
   fine-tuned and +0.058 from scratch over beta = 3 on every seed; L_R is not the cause (lambda = 0: 0.374
-  against 0.375, seed 0).
+  against 0.375, seed 0). At the presets' 300 steps (fine-tuned, seed 0; contrastive 0.440) beta = 5 measures
+  0.408, beta = 6 0.400, and alpha = 4 with beta = 5 0.424 (T_up <= 0.2 instead of 1/6): alpha is the next
+  reading to sweep on 3 seeds.
 - L_R (eq. 5) covers the kernels and biases of the embedding net (W^(m), b^(m)); BatchNorm scales and
   offsets are not in eq. 1 and are left out. It enters as lambda / (2 N_pairs) sum ||W||^2, eq. 5 divided
   by its number of pairs. Its scale: for tiny_cnn (64-d) 1/2 sum ||W||^2 is 109 at initialisation and 54
