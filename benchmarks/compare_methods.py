@@ -164,6 +164,12 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
         seeds = [seed for (name, seed) in map_at_r if name == label and (baseline, seed) in map_at_r]
         return float(np.mean([map_at_r[label, s] - map_at_r[baseline, s] for s in seeds])) if seeds else None
 
+    def gain_row(title: str, label: str, baselines: dict[str, str]) -> list[str]:
+        """``| title | name gain, ... |``: run ``label``'s paired gain over each baseline (name -> its run label)."""
+        gains = [(name, paired_gain(label, baseline)) for name, baseline in baselines.items()]
+        measured = ", ".join(f"{name} {gain:+.3f}" for name, gain in gains if gain is not None)
+        return [f"| {title} | {measured} |"] if measured else []
+
     order = list(RUNS)
     lines = [f"{dataset}; {protocol}, {steps} steps; mean +- std over the seeds",
              "| run | seeds | untrained MAP@R | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - strongest paper baseline (paired) "
@@ -191,14 +197,10 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
     lines += ["", "| method (defaults) | paired MAP@R gain over each of its paper's baselines and the zoo's triplet |",
               "|---|---|"]
     for method, baselines in PAPER_BASELINES.items():
-        gains = [(b, paired_gain(method, b)) for b in (*baselines, "triplet")]
-        if any(gain is not None for _, gain in gains):
-            lines.append(f"| {method} | " + ", ".join(f"{b} {g:+.3f}" for b, g in gains if g is not None) + " |")
+        lines += gain_row(method, method, {b: b for b in (*baselines, "triplet")})
     for method, suffix, batches in SAME_BATCHES:
-        gains = [(b, paired_gain(method, b + suffix)) for b in TOPK_TABLE_1]
-        if any(gain is not None for _, gain in gains):
-            lines.append(f"| {method}, baselines on the same batches ({batches}) | "
-                         + ", ".join(f"{b} {g:+.3f}" for b, g in gains if g is not None) + " |")
+        lines += gain_row(f"{method}, baselines on the same batches ({batches})", method,
+                          {b: b + suffix for b in TOPK_TABLE_1})
     return "\n".join(lines)
 
 
