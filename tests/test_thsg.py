@@ -43,8 +43,8 @@ def batch():
 
 @pytest.fixture(scope="module")
 def stepped(batch):
-    """A model (semi-hard L_org, φ = 0.25) before and after one train step, traced once for the module."""
-    model = _model(miner="semi-hard", phi=0.25)
+    """A model (semi-hard L_org, eq. 25 with φ = 0.25) before and after one train step, traced once for the module."""
+    model = _model(miner="semi-hard", mining_phi=0.25)
     before = _snapshot(model)
     logs = model.train_on_batch(*batch, return_dict=True)
     return {"model": model, "before": before, "after": _snapshot(model), "logs": logs}
@@ -182,6 +182,15 @@ def test_each_sub_step_changes_exactly_its_own_variables(batch):
         assert _changed(before, _snapshot(model)) == {owner}
 
 
+def test_category_loss_weight_is_phi_on_random_triplets_and_mining_phi_with_a_miner():
+    """Eq. 5's φ (Table 2) for THSG, eq. 25's for THSG(Semi/Soft/D): 0.05 unless given (Sec. 6.5 gives none)."""
+    assert _model(phi=0.25, mining_phi=0.1).class_loss_weight == 0.25
+    assert _model(miner="semi-hard", phi=0.25, mining_phi=0.1).class_loss_weight == 0.1
+    assert _model(miner="distance-weighted").class_loss_weight == 0.05
+    with pytest.raises(ValueError, match="mining_phi must be >= 0"):
+        _model(miner="semi-hard", mining_phi=-0.1)
+
+
 def test_one_step_updates_every_network_once_and_logs_every_term(stepped, batch):
     model, logs = stepped["model"], stepped["logs"]
     assert _changed(stepped["before"], stepped["after"]) == {"F", "CF", "G1", "G2", "DG1", "DG2"}
@@ -206,7 +215,7 @@ def test_train_step_runs_the_sub_steps_in_algorithm_order(stepped, batch):
     expected = stepped["after"]
 
     def replay(order: list[str]) -> dict[str, list[np.ndarray]]:
-        model = _model(miner="semi-hard", phi=0.25)
+        model = _model(miner="semi-hard", mining_phi=0.25)
         real, labels = _real_triplets(model, *batch)
         stretched = model.stretch(real, model.update_distance_threshold(real))
         steps = {
