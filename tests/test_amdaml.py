@@ -283,7 +283,9 @@ def _one_step(batch, optimizer, **hyperparameters) -> dict[str, float]:
 @pytest.mark.parametrize(
     "readings, direction",
     [
-        ({}, 1.0),  # default: ascent and closeness to x+ both raise theta
+        ({"target": "negative"}, 1.0),  # ascent and closeness to x+ both raise theta
+        ({}, -1.0),  # default, mixup target: inside the margin [T_down - D]_+ > [D - T_up]_+, so the pair's
+                     # hinge theta [D - T_up]_+ + (1 - theta) [T_down - D]_+ grows as theta falls
         ({"adversary": "hinge", "closeness": "negative", "theta_max": 0.5}, -1.0),  # x^ inside the margin:
     ],                                                                             # closeness to x- lowers it
 )
@@ -305,11 +307,13 @@ def test_generator_step_is_sgd_on_eps_l_adv_and_leaves_f_alone(batch, readings, 
     assert direction * (_theta(model) - theta_before) > 1e-3, (theta_before, _theta(model))
 
 
-def test_metric_net_descends_l_pc_with_the_generator_fixed(batch):
-    step = _one_step(batch, keras.optimizers.SGD(0.05), generator_learning_rate=0.0)
+@pytest.mark.parametrize("target", ["mixup", "negative"])
+def test_metric_net_descends_l_pc_with_the_generator_fixed(batch, target):
+    step = _one_step(batch, keras.optimizers.SGD(0.05), generator_learning_rate=0.0, target=target)
     assert step["net_moved"] and step["theta"][0] == step["theta"][1] == 0.5
     assert step["l_pc"][1] < step["l_pc"][0], step
-    assert step["adversarial_pc"][1] < step["adversarial_pc"][0], step
+    if target == "negative":  # every adversarial pair a negative: their hinges fall too (a mixup pair's may not)
+        assert step["adversarial_pc"][1] < step["adversarial_pc"][0], step
 
 
 def test_logs_the_share_of_negative_pairs_inside_t_down():
@@ -389,7 +393,7 @@ def test_digits_run_fits_the_training_digits():
 def test_synthetic_run_beats_the_untrained_model_on_unseen_classes():
     """10 synthetic training classes, 10 unseen test classes; 20 pre-training + 60 adversarial steps (defaults).
 
-    Measured (seed 0): MAP@R on the unseen classes 0.106 -> 0.196 (R@1 0.40 -> 0.51), theta 0.5 -> 0.55.
+    Measured (seed 0): MAP@R on the unseen classes 0.106 -> 0.193 (target "negative": 0.189).
     """
     model, before, after = fit_synthetic_and_measure("amdaml", epochs=4, pretrain_steps=20)
     assert after["map@r"] > before["map@r"] + 0.05, (before, after)
