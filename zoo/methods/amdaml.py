@@ -609,8 +609,9 @@ PRESETS: list[dict[str, Any]] = [
         **DIGITS_PROTOCOL,
         # The paper's alpha, beta, lambda, lambda1, lambda2, eps (Sec. IV.2, IV.6); pre-training 40 of 60 steps.
         # The published weights predate the balanced and the plain, non-zero L_PC and the mixup target (they
-        # were trained over all pairs). Retrained, neither beats the untrained net on digits' 5 unseen classes (MAP@R 0.448 squared and
-        # balanced, 0.441 plain and non-zero, against 0.481), so the weights stay: digits cannot show transfer.
+        # were trained over all pairs). Retrained, neither L_PC beats the untrained net on digits' 5 unseen
+        # classes (MAP@R 0.448 squared and balanced, 0.441 plain and non-zero, against 0.481), so the weights
+        # stay: digits cannot show transfer.
         "hyperparameters": {"pretrain_steps": 40},
         # The step count: benchmarks/RESULTS.md, "How the digits presets' step counts were chosen".
         "training": {"epochs": 6, "steps_per_epoch": 10, "classes_per_batch": 5, "images_per_class": 16,
