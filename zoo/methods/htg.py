@@ -61,7 +61,9 @@ Choices where the paper summary is silent:
   change fixed in F's gradient (``f_through_g=False``) F does not follow the inversion back; it takes every
   generated triplet's hinge, where semi-hard mining leaves most at 0 (F's loss on the real ones 0.03). Over
   1e-5: +0.026 fine-tuned, +0.028 at 300 steps (fine-tuned), +0.007 from scratch; over the semi-hard triplets
-  without G +0.013 (100 steps) and +0.039 (300), over contrastive +0.020 and +0.023.
+  without G +0.013 (100 steps) and +0.039 (300), over contrastive +0.020 and +0.023. On random triplets, whose
+  hinges are mostly active already, 1e-4 adds nothing (0.339 / 0.280 / 0.301 against 0.312 / 0.303 / 0.331
+  without G): G's inverted triplets help where mining leaves F few active hinges.
 - F's loss, G's learning rate and whether F's gradient passes through G were measured from scratch on
   unseen classes (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d, P8 x K4, Adam 1e-3,
   150 steps; MAP@R of the unseen classes, untrained 0.052-0.057; seeds 0, 1[, 2]; the same batches; random

@@ -81,7 +81,7 @@ Choices where the paper is silent or ambiguous:
   mining (-0.002, -0.001). φ = 0 (+0.003, +0.005, within the seeds' spread) drops a term eq. 25 keeps and
   freezes CF, whose gradient is φ ∇L_class, so that G1 and G2 (eq. 13, 21) would answer to an untrained label
   critic. Elsewhere at 0.05, 3 seeds, paired: from scratch +0.009 (Semi) and -0.007 (D); fine-tuned at 300
-  steps +0.005 and -0.013; on the synthetic set (40 training classes) fine-tuned -0.020 and -0.027, where
+  steps +0.005 and -0.013 (THSG(D) at φ = 0: -0.005); on the synthetic set (40 training classes) fine-tuned -0.020 and -0.027, where
   φ = 0 measures 0.000 and +0.003: there the category loss is the cost.
   ``mining_phi`` = 0.05 is φ whenever the miner is not "random" (``--set mining_phi=...``).
 - Optimizers: "Adam optimizer with 4e-4 weight decay" (Sec. 6.2) in PyTorch 1.6, whose ``Adam(weight_decay=...)``
