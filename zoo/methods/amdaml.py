@@ -118,6 +118,10 @@ Readings of the paper (its text is garbled or silent here):
   classes) it loses 0.011 fine-tuned and 0.006 from scratch; glyphs, with 308, decides, as for the hinges. Its
   pairs sit between the margins (300 steps: D^2(x+, x^) 0.35, i.e. D 0.59, T_down 0.62), the embeddings spread
   less (0.56 against 0.92) and theta stays near 0.51.
+- Pre-training (Algorithm 1, line 1; the paper gives no length): a third of the steps. With the mixup target,
+  100 steps, seeds 0 / 1 / 2, 0 / 33 / 67 steps of it: fine-tuned 0.392 / 0.395 / 0.396, from scratch 0.126 /
+  0.141 / 0.142 (``--set pretrain_steps=...``): it matters from scratch only, and is not what keeps AMDAML under
+  contrastive there (0.167).
 - L_R (eq. 5) covers the kernels and biases of the embedding net (W^(m), b^(m)); BatchNorm scales and
   offsets are not in eq. 1 and are left out. It enters as lambda / (2 N_pairs) sum ||W||^2, eq. 5 divided
   by its number of pairs. Its scale: for tiny_cnn (64-d) 1/2 sum ||W||^2 is 109 at initialisation and 54
