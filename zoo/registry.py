@@ -42,7 +42,7 @@ TRAIN_CLASSES = {"digits": 5, "glyphs": 352, "cub200": 100, "cars196": 98, "sop"
 # The architecture keys must match the entry's for its weights to load; the training keys may have
 # changed since the weights were published (a warning then says the card no longer reproduces them).
 ARCHITECTURE_KEYS = ("method", "backbone", "embedding_dim", "input_size", "num_classes")
-TRAINING_KEYS = ("freeze_batchnorm", "hyperparameters")
+TRAINING_KEYS = ("freeze_batchnorm", "train_blocks", "hyperparameters")
 PROVENANCE_KEYS = ARCHITECTURE_KEYS + TRAINING_KEYS
 
 # The no-top ImageNet files keras.applications fetches into <Keras home>/models/.
@@ -213,6 +213,7 @@ def build(name: str, backbone_weights: str | None = "default") -> keras.Model:
             input_size=entry["input_size"],
             backbone_weights=weights,
             freeze_batchnorm=entry.get("freeze_batchnorm", False),
+            train_blocks=entry.get("train_blocks"),
             num_classes=entry.get("num_classes"),
             **entry.get("hyperparameters", {}),
         )

