@@ -66,7 +66,11 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 DATASETS: dict[str, dict[str, Any]] = {
     "glyphs": {},
     "synthetic": {"dataset": "synthetic", "dataset_options": {"num_classes": 80, "images_per_class": 24}},
+    # Real artwork: 1,638 icon names drawn by 22 icon-theme families (benchmarks/icons.py builds it), 819 / 819.
+    "icons": {"dataset": "folder", "data_dir": str(Path.home() / ".keras" / "datasets" / "zoo_icons")},
 }
+# --backbone efficientnet_lite0 (with --backbone-weights imagenet): the settings of the ImageNet protocol.
+IMAGENET_PROTOCOL: dict[str, Any] = {"backbone": "efficientnet_lite0", "input_size": 96, "embedding_dim": 64}
 
 # Hyperparameters counted in optimizer steps: scaled with the run, so that a run shorter than its preset keeps the
 # preset's share (AMDAML pre-trains phi alone for 100 of its preset's 300 steps: 33 of a 100-step run).
@@ -94,8 +98,9 @@ SAME_BATCHES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def protocol_name(backbone_weights: str | None) -> str:
-    return f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
+def protocol_name(backbone_weights: str | None, backbone: str = "small_cnn") -> str:
+    start = f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
+    return start if backbone == "small_cnn" else f"{backbone}, {start}"
 
 
 def scale_step_counts(hyperparameters: dict[str, Any], preset_steps: int, steps: int) -> dict[str, Any]:
@@ -105,15 +110,17 @@ def scale_step_counts(hyperparameters: dict[str, Any], preset_steps: int, steps:
 
 
 def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any],
-             dataset: str = "glyphs") -> dict[str, Any]:
+             dataset: str = "glyphs", backbone: str = "small_cnn") -> dict[str, Any]:
     """Train run ``name`` once (``settings`` override its training configuration, for the names of
     ``zoo.training.TrainConfig``, and its hyperparameters); returns its metrics, the untrained model's and the last
-    epoch's logs."""
+    epoch's logs (and the zero-shot ImageNet features' metrics, for an ImageNet backbone)."""
     from zoo import registry  # noqa: PLC0415 (TensorFlow after argparse)
     from zoo.training import TrainConfig, config_from_preset, read_epoch_log, train  # noqa: PLC0415
 
     preset, hyperparameters, training = RUNS[name]
     training_settings = {key: value for key, value in settings.items() if key in TrainConfig.__dataclass_fields__}
+    if backbone != "small_cnn":
+        training_settings = {**IMAGENET_PROTOCOL, "backbone": backbone, **training_settings}
     with tempfile.TemporaryDirectory() as run_dir:
         config = config_from_preset(preset, seed=seed, run_dir=run_dir, epochs=2, steps_per_epoch=steps // 2,
                                     eval_every=10**6, backbone_weights=backbone_weights, measure_raw_pixels=False,
@@ -128,7 +135,7 @@ def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, set
         seconds = time.perf_counter() - start
         logs = read_epoch_log(Path(run_dir) / "history.jsonl")[-1]
     return {"metrics": result["metrics"], "untrained": result["metrics_untrained"], "last_epoch": logs,
-            "seconds": round(seconds, 1)}
+            "seconds": round(seconds, 1), **({"zero_shot": result["metrics_zero_shot"]} if result["metrics_zero_shot"] else {})}
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -172,7 +179,7 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
 
     order = list(RUNS)
     lines = [f"{dataset}; {protocol}, {steps} steps; mean +- std over the seeds",
-             "| run | seeds | untrained MAP@R | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - strongest paper baseline (paired) "
+             "| run | seeds | untrained MAP@R (zero-shot for ImageNet) | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - strongest paper baseline (paired) "
              "| MAP@R - triplet |",
              "|---|--:|--:|" + "--:|" * len(KEY_METRICS) + "--:|---|--:|"]
     for label in sorted(by_label, key=lambda label: (order.index(label.split()[0]), label)):
@@ -181,7 +188,7 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
         for metric in KEY_METRICS:
             values = np.array([r["metrics"][metric] for r in runs])
             cells.append(f"{values.mean():.3f} +- {values.std():.3f}")
-        untrained = np.mean([r["untrained"]["map@r"] for r in runs])
+        untrained = np.mean([r.get("zero_shot", r["untrained"])["map@r"] for r in runs])
         seconds = np.mean([r["seconds"] for r in runs])
         gains = {b: paired_gain(label, b) for b in PAPER_BASELINES.get(label.split()[0], ())}
         gains = {b: gain for b, gain in gains.items() if gain is not None}
@@ -211,14 +218,17 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (two epochs)")
     parser.add_argument("--dataset", default="glyphs", choices=list(DATASETS))
-    parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn")
+    parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn; "
+                        "'imagenet' with --backbone efficientnet_lite0")
+    parser.add_argument("--backbone", default="small_cnn", help="efficientnet_lite0: the ImageNet protocol "
+                        "(IMAGENET_PROTOCOL's size and embedding, overridden by --set)")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/compare_methods.jsonl"))
     parser.add_argument("--set", nargs="+", type=parse_setting, default=[], metavar="NAME=VALUE",
                         help="training settings (learning_rate, images_per_class, ...) and hyperparameters for the "
                         "runs (a reading of a method); stored as part of the run's name")
     parser.add_argument("--report", action="store_true", help="print the table of the stored runs; train nothing")
     args = parser.parse_args()
-    protocol = protocol_name(args.backbone_weights)
+    protocol = protocol_name(args.backbone_weights, args.backbone)
     settings = dict(args.set)
     if not args.report:
         args.results.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +240,7 @@ def main() -> None:
                 if (args.dataset, protocol, args.steps, label, seed) in done:
                     continue
                 row = {"dataset": args.dataset, "protocol": protocol, "steps": args.steps, "run": label, "seed": seed,
-                       **run_once(name, seed, args.steps, args.backbone_weights, settings, args.dataset)}
+                       **run_once(name, seed, args.steps, args.backbone_weights, settings, args.dataset, args.backbone)}
                 with args.results.open("a") as results:
                     results.write(json.dumps(row) + "\n")
                 print(f"{label} seed {seed}: MAP@R {row['metrics']['map@r']:.3f} ({row['seconds']} s)", flush=True)

@@ -191,6 +191,11 @@ def _freeze_early_blocks(base: keras.Model, train_blocks: int) -> None:
             layer.trainable = False
 
 
+def resolved_weights(backbone: str, weights: str | None) -> str | None:
+    """The weights ``weights`` means for ``backbone``: ``"default"`` is the backbone's own (``BackboneSpec``)."""
+    return BACKBONES[backbone].default_weights if weights == "default" else weights
+
+
 def build_feature_net(backbone: str, input_size: int | None = None, weights: str | None = "default") -> keras.Model:
     """A backbone's pooled features, L2-normalised, without training: images in [0, 255] -> unit vectors.
 
@@ -239,7 +244,7 @@ def build_embedding_net(
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     spec = BACKBONES[backbone]
     size = input_size or spec.default_size
-    weights = spec.default_weights if weights == "default" else weights
+    weights = resolved_weights(backbone, weights)
     images = keras.Input((size, size, 3), name="images")
     x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(images)
     if train_blocks is not None and (backbone not in efficientnet_lite.VARIANTS or train_blocks < 0):

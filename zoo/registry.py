@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from zoo import methods
+from zoo.backbones import BACKBONES, build_feature_net
 
 PRETRAINED_DIR = Path(os.environ.get("ZOO_PRETRAINED_DIR", Path(__file__).resolve().parent / "pretrained"))
 CACHE_SUBDIR = "zoo"  # downloaded weights go to keras.utils.get_file's cache: <Keras home>/zoo/
@@ -302,15 +303,31 @@ def load(name: str, weights: str | None = "default", sha256: str | None = None) 
     return model
 
 
+def zero_shot_spec(backbone: str, input_size: int | None = None) -> str:
+    """The :func:`load_model` name of a backbone's ImageNet features without training: ``BACKBONE@SIZE``."""
+    return f"{backbone}@{input_size or BACKBONES[backbone].default_size}"
+
+
 def load_model(spec: str) -> keras.Model:
-    """A model from a registry name (:func:`load`) or a saved ``.keras`` file; its ``zoo_name`` is ``spec``."""
+    """A model from a registry name (:func:`load`), a saved ``.keras`` file, or ``BACKBONE@SIZE``: the backbone's
+    pooled ImageNet features at SIZE px without training (:func:`zoo.backbones.build_feature_net`, the zero-shot
+    baseline); its ``zoo_name`` is ``spec``."""
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"model file {spec} does not exist")
         model = keras.models.load_model(spec)
-        model.zoo_name = spec
-        return model
-    return load(spec)
+    elif spec.partition("@")[0] in BACKBONES:
+        backbone, _, size = spec.partition("@")
+        if not size.isdigit() or int(size) < 1:
+            raise ValueError(f"{spec!r}: the ImageNet features of a backbone are named BACKBONE@SIZE, e.g. "
+                             f"{zero_shot_spec(backbone)}")
+        if BACKBONES[backbone].default_weights != "imagenet":
+            raise ValueError(f"{backbone} has no ImageNet weights: its features without training are random")
+        model = build_feature_net(backbone, int(size), "imagenet")
+    else:
+        return load(spec)
+    model.zoo_name = spec
+    return model
 
 
 def model_input_size(model: keras.Model) -> int:

@@ -42,6 +42,7 @@ import keras
 import tensorflow as tf
 
 from zoo import registry
+from zoo.backbones import build_feature_net, resolved_weights
 from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
 from zoo.cli import metrics_table
 from zoo.data import DATASETS, load_dataset
@@ -269,7 +270,8 @@ def training_record(config: TrainConfig) -> dict[str, Any]:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "metrics_raw_pixels", "run_dir"}``.
+    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "metrics_raw_pixels",
+    "metrics_zero_shot", "run_dir"}`` (zero-shot: the backbone's pooled ImageNet features, None without them).
 
     Raises:
         RunFolderLocked: another process trains into ``config.run_dir``.
@@ -297,6 +299,8 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     measured = [("untrained", model)]
     if config.measure_raw_pixels:
         measured.append(("raw_pixels", raw_pixel_model(config.input_size)))
+    if resolved_weights(config.backbone, config.backbone_weights) == "imagenet":  # what the ImageNet features give without training
+        measured.append(("zero_shot", build_feature_net(config.backbone, config.input_size, "imagenet")))
     for name, baseline in measured:
         path = run_dir / f"metrics_{name}.json"
         if config.resume and path.exists():
@@ -351,7 +355,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         registry.publish(config.publish_as, model, metrics, untrained, command=config.command,
                          trained_with=training_record(config))
     return {"metrics": metrics, "metrics_untrained": untrained, "metrics_raw_pixels": baselines.get("raw_pixels"),
-            "run_dir": str(run_dir)}
+            "metrics_zero_shot": baselines.get("zero_shot"), "run_dir": str(run_dir)}
 
 
 def remeasure_published(name: str) -> dict[str, dict[str, float]]:
