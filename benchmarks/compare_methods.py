@@ -66,8 +66,8 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 DATASETS: dict[str, dict[str, Any]] = {
     "glyphs": {},
     "synthetic": {"dataset": "synthetic", "dataset_options": {"num_classes": 80, "images_per_class": 24}},
-    # Real artwork: 1,638 icon names drawn by 22 icon-theme families (benchmarks/icons.py builds it), 819 / 819.
-    "icons": {"dataset": "folder", "data_dir": str(Path.home() / ".keras" / "datasets" / "zoo_icons")},
+    # Real artwork: 1,638 icon names drawn by 22 icon-theme families (python -m zoo.data.icons builds it), 819 / 819.
+    "icons": {"dataset": "icons"},
 }
 # --backbone efficientnet_lite0 (with --backbone-weights imagenet): the settings of the ImageNet protocol.
 IMAGENET_PROTOCOL: dict[str, Any] = {"backbone": "efficientnet_lite0", "input_size": 96, "embedding_dim": 64}

@@ -37,7 +37,7 @@ PRETRAINED_DIR = Path(os.environ.get("ZOO_PRETRAINED_DIR", Path(__file__).resolv
 CACHE_SUBDIR = "zoo"  # downloaded weights go to keras.utils.get_file's cache: <Keras home>/zoo/
 
 # Number of training classes of each benchmark's zero-shot split (the classifier/discriminator size).
-TRAIN_CLASSES = {"digits": 5, "glyphs": 352, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
+TRAIN_CLASSES = {"digits": 5, "glyphs": 352, "icons": 819, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
 
 # The configuration a weights file is trained for (its card's provenance): what build() builds from.
 # The architecture keys must match the entry's for its weights to load; the training keys may have
@@ -294,13 +294,48 @@ def load(name: str, weights: str | None = "default", sha256: str | None = None) 
         verify_weights(weights, card["sha256"])
     if sha256 is not None:
         verify_weights(weights, sha256)
-    model = build(name, backbone_weights=None)  # the backbone's ImageNet weights would be overwritten
+    trained_only = str(weights).endswith(TRAINED_WEIGHTS_SUFFIX)
+    # A full file overwrites the backbone's ImageNet weights; a file of the trained weights needs them.
+    model = build(name, backbone_weights="default" if trained_only else None)
     try:
-        model.load_weights(weights)
+        load_trained_weights(model, weights) if trained_only else model.load_weights(weights)
     except Exception as error:  # h5py/keras raise many kinds for a damaged or mismatched file
         raise WeightsError(f"could not load weights {weights} into {name!r}: {error}") from error
     model.zoo_name = name  # what loads it again (zoo.Index.save keeps it)
     return model
+
+
+TRAINED_WEIGHTS_SUFFIX = ".trained.npz"
+
+
+def _trained_positions(model: keras.Model) -> list[int]:
+    """Positions in ``model.weights`` of every weight but those of the embedding net's frozen layers."""
+    frozen = {id(w) for layer in model.embedding_net.layers if not layer.trainable for w in layer.weights}
+    return [i for i, weight in enumerate(model.weights) if id(weight) not in frozen]
+
+
+def save_trained_weights(model: keras.Model, path: Path) -> None:
+    """Write the weights of ``model`` outside its frozen layers (``train_blocks``), by position, to an ``.npz``."""
+    np.savez(path, **{f"{i:05d}": keras.ops.convert_to_numpy(model.weights[i]) for i in _trained_positions(model)})
+
+
+def load_trained_weights(model: keras.Model, path: str | Path) -> None:
+    """Load a :func:`save_trained_weights` file into a model whose frozen layers hold their ImageNet weights.
+
+    Raises:
+        ValueError: the file holds other weights than the model trains, or another shape (named).
+    """
+    positions = _trained_positions(model)
+    with np.load(path) as stored:
+        if sorted(stored.files) != [f"{i:05d}" for i in positions]:
+            raise ValueError(f"{path} holds {len(stored.files)} weights where the model trains {len(positions)}: "
+                             "it was published for another configuration")
+        for i in positions:
+            value = stored[f"{i:05d}"]
+            if tuple(value.shape) != tuple(model.weights[i].shape):
+                raise ValueError(f"{path}: weight {model.weights[i].path} has shape {value.shape}, "
+                                 f"expected {tuple(model.weights[i].shape)}")
+            model.weights[i].assign(value)
 
 
 def zero_shot_spec(backbone: str, input_size: int | None = None) -> str:
@@ -346,10 +381,15 @@ def publish(
     """
     entry = get_entry(name)  # the preset must exist
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    weights_file = f"{name}.weights.h5"
+    # A model whose early blocks stayed at their ImageNet values publishes only the weights it trained.
+    trained_only = entry.get("train_blocks") is not None and entry.get("backbone_weights") == "imagenet"
+    weights_file = f"{name}{TRAINED_WEIGHTS_SUFFIX if trained_only else '.weights.h5'}"
     clean = build(name, backbone_weights=None)  # a fresh, uncompiled copy: no optimizer state in the published file
     clean.set_weights(model.get_weights())
-    clean.save_weights(PRETRAINED_DIR / weights_file)
+    if trained_only:
+        save_trained_weights(clean, PRETRAINED_DIR / weights_file)
+    else:
+        clean.save_weights(PRETRAINED_DIR / weights_file)
     card = {
         "weights": weights_file,
         "sha256": sha256_of(PRETRAINED_DIR / weights_file),

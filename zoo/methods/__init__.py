@@ -69,6 +69,34 @@ def glyphs_preset(method: str, paper: str, hyperparameters: dict[str, Any], **tr
     }
 
 
+# The protocol of every ``<method>_lite0_icons`` preset (derived from its ``<method>_glyphs`` preset, whose
+# hyperparameters and step count it keeps): EfficientNet-Lite0 from ImageNet on the real artwork of ``icons``, its
+# early blocks frozen, fine-tuned as measured in benchmarks/RESULTS.md ("Fine-tuning from ImageNet on a CPU").
+IMAGENET_PROTOCOL: dict[str, Any] = {
+    "backbone": "efficientnet_lite0",
+    "backbone_weights": "imagenet",
+    "freeze_batchnorm": False,
+    "train_blocks": 1,
+    "dataset": "icons",
+    "embedding_dim": 512,
+    "input_size": 96,
+}
+IMAGENET_TRAINING: dict[str, Any] = {"augmentation": "resize_crop"}
+
+
+def imagenet_preset(glyphs: dict[str, Any]) -> dict[str, Any]:
+    """The ``<method>_lite0_icons`` entry of a ``<method>_glyphs`` preset: its method, hyperparameters and steps on
+    :data:`IMAGENET_PROTOCOL`."""
+    name = f"{glyphs['method']}_lite0_icons"
+    return {
+        **glyphs,
+        "name": name,
+        **IMAGENET_PROTOCOL,
+        "training": {**glyphs["training"], **IMAGENET_TRAINING},
+        "command": f"zoo train --preset {name} --dataset icons --publish {name}",
+    }
+
+
 # The protocol of the ``<method>_<benchmark>`` presets (CUB-200, Cars196, SOP): the papers' GoogLeNet / BN-Inception
 # class of network as an ImageNet InceptionV3, fine-tuned with its BatchNorm, 512-d, 227 px crops.
 PAPER_PROTOCOL: dict[str, Any] = {
@@ -170,11 +198,11 @@ def build_model(
 
 
 def all_presets() -> list[dict[str, Any]]:
-    """Every method module's registry presets."""
+    """Every method module's registry presets, and the ``<method>_lite0_icons`` entry of each glyphs preset."""
     presets: list[dict[str, Any]] = []
     for module in METHOD_MODULES:
         presets.extend(importlib.import_module(f"zoo.methods.{module}").PRESETS)
-    return presets
+    return presets + [imagenet_preset(preset) for preset in presets if preset["name"].endswith("_glyphs")]
 
 
 for _module in METHOD_MODULES:
