@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from zoo import registry
+from zoo import efficientnet_lite, registry
 from zoo.backbones import build_feature_net, resolved_weights
 from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
 from zoo.cli import metrics_table
@@ -452,10 +452,18 @@ def command_line(argv: list[str]) -> str:
     return " ".join(map(shlex.quote, [*words, *arguments]))
 
 
+# Datasets of real images: without --backbone they train from ImageNet (the <method>_lite0_icons protocol).
+REAL_IMAGE_DATASETS = ("folder", "icons")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Preset (``--preset`` or ``<method>_<dataset>``) overridden by the flags that were given."""
+    """Preset overridden by the flags that were given. The preset: ``--preset``; for an EfficientNet-Lite
+    ``--backbone`` or a real-image dataset (your ``folder``, ``icons``) the ImageNet protocol ``<method>_lite0_icons``;
+    else ``<method>_<dataset>``."""
     method = args.method
-    preset = args.preset or f"{method}_{args.dataset}"
+    imagenet = args.backbone in efficientnet_lite.VARIANTS or (args.backbone is None
+                                                               and args.dataset in REAL_IMAGE_DATASETS)
+    preset = args.preset or (f"{method}_lite0_icons" if imagenet else f"{method}_{args.dataset}")
     has_preset = preset in registry.list_models()
     if args.preset and not has_preset:
         registry.get_entry(args.preset)  # raises with close-name suggestions
@@ -463,6 +471,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"dataset": args.dataset, "command": command_line(sys.argv)}
     if args.dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
+        overrides["run_dir"] = f"runs/{method}_{args.dataset}"
     for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "train_blocks", "embedding_dim", "input_size",
                  "classes_per_batch", "images_per_class", "augmentation", "learning_rate", "eval_every", "run_dir", "seed",
                  "strategy", "publish_as"):
