@@ -99,6 +99,7 @@ class TrainConfig:
     force: bool = False  # publish even when MAP@R is below the untrained model's
     command: str | None = None
     measure_raw_pixels: bool = True  # the raw-pixel baseline of the evaluation set (off in benchmarks: the same per run)
+    measure_zero_shot: bool = True  # an ImageNet backbone's features without training (off in benchmarks: the same)
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -261,7 +262,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # TrainConfig fields that say where and how a run is kept, not how the weights were trained.
-_RUN_FIELDS = ("data_dir", "run_dir", "resume", "publish_as", "force", "command", "measure_raw_pixels")
+_RUN_FIELDS = ("data_dir", "run_dir", "resume", "publish_as", "force", "command", "measure_raw_pixels",
+               "measure_zero_shot")
 
 
 def training_record(config: TrainConfig) -> dict[str, Any]:
@@ -299,7 +301,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     measured = [("untrained", model)]
     if config.measure_raw_pixels:
         measured.append(("raw_pixels", raw_pixel_model(config.input_size)))
-    if resolved_weights(config.backbone, config.backbone_weights) == "imagenet":  # what the ImageNet features give without training
+    if config.measure_zero_shot and resolved_weights(config.backbone, config.backbone_weights) == "imagenet":  # what the ImageNet features give without training
         measured.append(("zero_shot", build_feature_net(config.backbone, config.input_size, "imagenet")))
     for name, baseline in measured:
         path = run_dir / f"metrics_{name}.json"

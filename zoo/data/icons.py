@@ -18,6 +18,7 @@ resized to 128 x 128.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import os
@@ -53,8 +54,9 @@ def default_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "datasets" / "zoo_icons"
 
 
-def load_icons(split: str = "train", data_dir: str | None = None) -> ImageSet:
-    """One split of the built set (``data_dir``, default ``<Keras home>/datasets/zoo_icons``).
+def load_icons(split: str = "train", data_dir: str | None = None, allow_flip: bool = True) -> ImageSet:
+    """One split of the built set (``data_dir``, default ``<Keras home>/datasets/zoo_icons``); ``allow_flip``: whether
+    training may mirror an icon (some classes are mirror images of others: ``go-next``, ``go-previous``).
 
     Raises:
         FileNotFoundError: the set is not built (names the commands that build it).
@@ -64,7 +66,7 @@ def load_icons(split: str = "train", data_dir: str | None = None) -> ImageSet:
         raise FileNotFoundError(
             f"the icons set is not built in {folder}: apt-get install librsvg2-bin $(python -m zoo.data.icons "
             f"--packages) && python -m zoo.data.icons --out {folder}")
-    return load_folder(split, str(folder))
+    return dataclasses.replace(load_folder(split, str(folder)), name="icons", allow_flip=allow_flip)
 
 
 def icon_files(theme: Path) -> dict[str, Path]:

@@ -76,7 +76,7 @@ IMAGENET_PROTOCOL: dict[str, Any] = {
     "backbone": "efficientnet_lite0",
     "backbone_weights": "imagenet",
     "freeze_batchnorm": False,
-    "train_blocks": 1,
+    "train_blocks": 2,
     "dataset": "icons",
     "embedding_dim": 512,
     "input_size": 96,
@@ -84,17 +84,24 @@ IMAGENET_PROTOCOL: dict[str, Any] = {
 IMAGENET_TRAINING: dict[str, Any] = {"augmentation": "resize_crop"}
 
 
-def imagenet_preset(glyphs: dict[str, Any]) -> dict[str, Any]:
-    """The ``<method>_lite0_icons`` entry of a ``<method>_glyphs`` preset: its method, hyperparameters and steps on
-    :data:`IMAGENET_PROTOCOL`."""
+def imagenet_preset(glyphs: dict[str, Any], paper: str | None = None, **hyperparameters: Any) -> dict[str, Any]:
+    """The ``<method>_lite0_icons`` entry of a ``<method>_glyphs`` preset: its method, hyperparameters (updated by
+    ``hyperparameters``) and steps on :data:`IMAGENET_PROTOCOL`."""
     name = f"{glyphs['method']}_lite0_icons"
     return {
         **glyphs,
         "name": name,
+        "paper": paper or glyphs["paper"],
         **IMAGENET_PROTOCOL,
+        "hyperparameters": {**glyphs["hyperparameters"], **hyperparameters},
         "training": {**glyphs["training"], **IMAGENET_TRAINING},
         "command": f"zoo train --preset {name} --dataset icons --publish {name}",
     }
+
+
+def with_imagenet(glyphs: dict[str, Any], paper: str | None = None, **hyperparameters: Any) -> list[dict[str, Any]]:
+    """A method's ``<method>_glyphs`` preset and its ``<method>_lite0_icons`` (:func:`imagenet_preset`)."""
+    return [glyphs, imagenet_preset(glyphs, paper, **hyperparameters)]
 
 
 # The protocol of the ``<method>_<benchmark>`` presets (CUB-200, Cars196, SOP): the papers' GoogLeNet / BN-Inception
@@ -198,11 +205,11 @@ def build_model(
 
 
 def all_presets() -> list[dict[str, Any]]:
-    """Every method module's registry presets, and the ``<method>_lite0_icons`` entry of each glyphs preset."""
+    """Every method module's registry presets."""
     presets: list[dict[str, Any]] = []
     for module in METHOD_MODULES:
         presets.extend(importlib.import_module(f"zoo.methods.{module}").PRESETS)
-    return presets + [imagenet_preset(preset) for preset in presets if preset["name"].endswith("_glyphs")]
+    return presets
 
 
 for _module in METHOD_MODULES:
