@@ -51,3 +51,21 @@ def test_cli_index_and_evaluate_with_a_backbone(photos, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["index", "--model", "triplet_digits", "--backbone", "efficientnet_lite0", "--images", str(photos),
                   "--out", str(out)])
+
+
+@pytest.mark.parametrize("argv, preset", [(["--dataset", "folder", "--data-dir", "photos"], "triplet_lite0_icons"),
+                                          (["--backbone", "efficientnet_lite0"], "triplet_lite0_icons"),
+                                          (["--method", "htg", "--dataset", "icons"], "htg_lite0_icons"),
+                                          (["--dataset", "folder", "--backbone", "small_cnn"], None)])
+def test_real_images_train_from_imagenet_by_default(argv, preset):
+    from zoo.training import config_from_args
+
+    config = config_from_args(cli.build_parser().parse_args(["train", *argv]))
+    if preset is None:  # another backbone: the old defaults, from scratch
+        assert (config.backbone, config.train_blocks) == ("small_cnn", None)
+        return
+    entry = registry.get_entry(preset)
+    assert (config.backbone, config.backbone_weights, config.train_blocks, config.embedding_dim) == (
+        "efficientnet_lite0", "imagenet", entry["train_blocks"], 512)
+    assert config.hyperparameters == entry["hyperparameters"]
+    assert config.dataset == (argv[argv.index("--dataset") + 1] if "--dataset" in argv else "glyphs")
