@@ -1,8 +1,12 @@
 """zoo.Index: embed a folder, search it (exact and approximate), save and reload it; zoo index / zoo search."""
 
+import hashlib
+import json
 import shlex
+import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from image_folders import make_class_folder
@@ -12,7 +16,7 @@ import zoo
 from zoo import cli, registry, viz
 from zoo.data import eval_pipeline, load_dataset
 from zoo.evaluation import embed_dataset
-from zoo.index import Index, Neighbor
+from zoo.index import Index, Neighbor, _faiss_index
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +129,96 @@ def test_readme_your_own_images_commands_and_python_run(tmp_path, monkeypatch, c
     printed = [line for line in capsys.readouterr().out.strip().splitlines() if "batch" not in line]  # progress
     assert len(printed) == 5 and printed[0].split() == ["photos/cats/img_1.jpg", "0.0", "cats"]
     assert Index.load("photos.index").model_name == "triplet_digits"
+
+
+# ---- integrity of a saved index: every file checked, damaged or edited ones refused by name -------------------
+@pytest.fixture(scope="module")
+def saved_index(model, gallery, tmp_path_factory):
+    return Index.from_images(model, gallery, progress=False).save(tmp_path_factory.mktemp("saved") / "photos.index")
+
+
+def _copy_index(saved: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy.index"
+    shutil.copytree(saved, copy)
+    return copy
+
+
+def _flip_byte(file: Path, offset: int = -5) -> None:
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0x01
+    file.write_bytes(bytes(data))
+
+
+def _resign(folder: Path, **fields) -> None:
+    """Edit index.json's fields and record the sha256 of the files as they are now (a crafted index)."""
+    meta = json.loads((folder / "index.json").read_text())
+    meta.update(fields)
+    meta["sha256"] = {**{name: registry.sha256_of(folder / name) for name in ("embeddings.npy", "vectors.faiss")},
+                      **{part: hashlib.sha256(json.dumps(meta[part]).encode()).hexdigest() for part in ("files", "labels")}}
+    (folder / "index.json").write_text(json.dumps(meta))
+
+
+def _edit_meta(folder: Path, **fields) -> None:
+    meta = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps({**meta, **fields}))
+
+
+def _random_vectors(folder: Path, count: int, dimension: int) -> None:
+    vectors = np.random.default_rng(0).normal(size=(count, dimension)).astype(np.float32)
+    faiss.write_index(_faiss_index(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), "exact"),
+                      str(folder / "vectors.faiss"))
+
+
+DAMAGES = {
+    "flipped vectors": (lambda f: _flip_byte(f / "vectors.faiss"), "vectors.faiss is damaged or was changed"),
+    "flipped embeddings": (lambda f: _flip_byte(f / "embeddings.npy"), "embeddings.npy is damaged or was changed"),
+    "truncated vectors": (lambda f: (f / "vectors.faiss").write_bytes((f / "vectors.faiss").read_bytes()[:200]),
+                          "vectors.faiss is damaged or was changed"),
+    "3 random vectors": (lambda f: _random_vectors(f, 3, 64), "vectors.faiss is damaged or was changed"),
+    "3 random vectors, re-signed": (lambda f: (_random_vectors(f, 3, 64), _resign(f)),
+                                    "vectors.faiss holds 3 vectors of dimension 64, index.json records 20"),
+    "wrong dimension, re-signed": (lambda f: (_random_vectors(f, 20, 8), _resign(f)),
+                                   "vectors.faiss holds 20 vectors of dimension 8, index.json records 20 of dimension 64"),
+    "embeddings of another shape": (lambda f: (np.save(f / "embeddings.npy", np.zeros((3, 64), np.float32)), _resign(f)),
+                                    r"embeddings.npy holds float32 \(3, 64\), index.json records float32 \(20, 64\)"),
+    "edited labels": (lambda f: _edit_meta(f, labels=["class_1"] * 20), "its labels list was changed"),
+    "edited files": (lambda f: _edit_meta(f, files=sorted(json.loads((f / "index.json").read_text())["files"])[::-1]),
+                     "its files list was changed"),
+    "a list for index.json": (lambda f: (f / "index.json").write_text("[1, 2]"), "index.json holds a list"),
+    "not JSON": (lambda f: (f / "index.json").write_text("{"), "index.json cannot be read"),
+    "no sha256 (format 1)": (lambda f: _edit_meta(f, format=1), "index.json is of format 1"),
+    "a count that is not a number": (lambda f: _edit_meta(f, count="20"), "mistypes the fields count"),
+    "fewer labels, re-signed": (lambda f: _resign(f, labels=[None] * 19), "lists 20 files and 19 labels"),
+    "hnsw file for an exact index, re-signed": (
+        lambda f: (faiss.write_index(_faiss_index(np.load(f / "embeddings.npy"), "hnsw"), str(f / "vectors.faiss")),
+                   _resign(f)),
+        "holds a faiss IndexHNSWFlat over IndexFlatL2, not the L2 exact index"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_load_refuses_a_damaged_or_edited_index_naming_the_file(model, saved_index, tmp_path, damage):
+    folder = _copy_index(saved_index, tmp_path)
+    assert len(Index.load(folder, model=model)) == 20
+    change, message = DAMAGES[damage]
+    change(folder)
+    with pytest.raises(ValueError, match=message):
+        Index.load(folder, model=model)
+
+
+def test_load_refuses_on_disk_inverted_lists_without_mapping_the_file_they_name(model, saved_index, tmp_path):
+    folder = _copy_index(saved_index, tmp_path)
+    victim = tmp_path / "notes.txt"  # a writable file of the user's that a crafted IVF index names
+    embeddings = np.load(folder / "embeddings.npy")
+    ivf = _faiss_index(np.tile(embeddings, (4, 1)), "ivf")
+    on_disk = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(victim))
+    ivf.replace_invlists(on_disk, False)  # on_disk stays owned by Python
+    faiss.write_index(ivf, str(folder / "vectors.faiss"))
+    victim.write_bytes(b"my notes\n" * 1000)
+    _resign(folder, kind="ivf", count=80, files=[f"f{i}.png" for i in range(80)], labels=[None] * 80)
+    np.save(folder / "embeddings.npy", np.tile(embeddings, (4, 1)))
+    _resign(folder)
+    before = victim.read_bytes()
+    with pytest.raises(ValueError, match="vectors.faiss holds on-disk inverted lists"):
+        Index.load(folder, model=model)
+    assert victim.read_bytes() == before
