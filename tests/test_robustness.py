@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import callbacks, cli, ops, training
+from zoo import callbacks, cli, ops, registry, training
 from zoo.callbacks import TrainingBackup, read_epoch_log
 from zoo.losses import KerasMetricLoss
 from zoo.methods import build_model
@@ -108,6 +108,36 @@ def test_a_backup_keeps_every_optimizer_and_survives_a_kill_while_writing(tmp_pa
     (tmp_path / "backup" / "epoch-00002.weights.h5").write_bytes(b"garbage")
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="epoch-00003.*epoch-00002"):
         backup.restore(_amdaml())
+
+
+def test_a_backup_whose_bytes_changed_but_still_open_falls_back_to_the_older_one(tmp_path, pk_batch):
+    model = _amdaml()
+    backup = TrainingBackup(tmp_path / "backup")
+    backup.set_model(model)
+    model.train_on_batch(*pk_batch)
+    backup.save(1)
+    older = _state(model)
+    model.train_on_batch(*pk_batch)
+    newest = backup.save(2)
+    assert backup.checksum_file(newest).read_text().split() == [registry.sha256_of(newest), newest.name]
+    with h5py.File(newest, "r+") as weights:  # one weight changed in place: the HDF5 file still opens
+        datasets = []
+        weights.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None)
+        big = max(datasets, key=lambda dataset: dataset.size)
+        big[...] = np.asarray(big) + 1.0
+    restored = _amdaml()
+    with pytest.warns(UserWarning, match="epoch-00002.weights.h5 cannot be read .its bytes are damaged: sha256"):
+        assert backup.restore(restored) == 1
+    for got, expected in zip(_state(restored), older):
+        np.testing.assert_array_equal(got, expected)
+    backup.checksum_file(tmp_path / "backup" / "epoch-00001.weights.h5").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="epoch-00001.weights.h5.sha256 is missing"):
+        backup.restore(_amdaml())
+    for epoch in (3, 4, 5):  # older backups leave with their checksum files
+        backup.save(epoch)
+    assert sorted(path.name for path in (tmp_path / "backup").iterdir()) == [
+        "epoch-00004.weights.h5", "epoch-00004.weights.h5.sha256", "epoch-00005.weights.h5",
+        "epoch-00005.weights.h5.sha256"]
 
 
 def test_a_non_finite_epoch_is_never_backed_up(tmp_path, pk_batch):
