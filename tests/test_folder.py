@@ -38,6 +38,16 @@ def test_split_file_and_csv_of_paths_and_labels(tmp_path):
     assert test.paths[0] == str(tmp_path / "photos" / "class_0" / "img_3.jpg")
 
 
+def test_a_csv_row_with_an_empty_label_or_a_binary_csv_is_refused_by_name(tmp_path):
+    root = make_class_folder(tmp_path / "photos", classes=2, per_class=2)
+    (tmp_path / "images.csv").write_text("photos/class_0/img_0.png,c0\nphotos/class_0/img_1.jpg, \n"
+                                         "photos/class_1/img_0.png,c1\n")
+    with pytest.raises(ValueError, match=r"images.csv: 1 rows have an empty label: .*class_0/img_1.jpg"):
+        load_dataset("folder", "train", str(tmp_path / "images.csv"))
+    with pytest.raises(ValueError, match="img_0.png is not a text CSV"):
+        load_dataset("folder", "train", str(root / "class_0" / "img_0.png"))
+
+
 def test_unreadable_images_are_named_before_training(tmp_path, capsys):
     root = make_class_folder(tmp_path / "photos", classes=4, per_class=5)
     (root / "class_1" / "broken.png").write_bytes(b"not a png")

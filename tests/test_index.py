@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -222,3 +223,27 @@ def test_load_refuses_on_disk_inverted_lists_without_mapping_the_file_they_name(
     with pytest.raises(ValueError, match="vectors.faiss holds on-disk inverted lists"):
         Index.load(folder, model=model)
     assert victim.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated vectors", "a list for index.json", "wrong dimension, re-signed"])
+def test_cli_search_on_a_damaged_index_says_so_in_one_line_naming_the_file(saved_index, gallery, tmp_path, capsys,
+                                                                          damage):
+    folder = _copy_index(saved_index, tmp_path)
+    change, message = DAMAGES[damage]
+    change(folder)
+    query = str(gallery / "class_0" / "img_0.png")
+    assert cli.main(["search", "--index", str(folder), "--query", query, "-k", "3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("zoo search: error: ") and str(folder) in error
+    assert re.search(message, error)
+
+
+def test_cli_commands_on_a_damaged_keras_file_say_so_in_one_line(gallery, tmp_path, capsys):
+    damaged = tmp_path / "model.keras"
+    damaged.write_bytes(b"PK\x03\x04 not a zip")
+    for argv in (["evaluate", "--model", str(damaged)], ["export", "--model", str(damaged), "--out", str(tmp_path / "x")],
+                 ["index", "--model", str(damaged), "--images", str(gallery), "--out", str(tmp_path / "i")]):
+        assert cli.main(argv) == 2, argv
+        error = capsys.readouterr().err.strip()
+        assert f"model file {damaged} cannot be loaded (damaged, or not a Keras model)" in error
+        assert len(error.splitlines()) == 1

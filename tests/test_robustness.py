@@ -267,6 +267,19 @@ def test_resume_with_another_configuration_is_refused_naming_the_differences(tmp
     check_run_folder(dataclasses.replace(started, resume=True, epochs=10, eval_every=5), run_dir)  # allowed
 
 
+def test_damaged_run_files_are_refused_in_one_line_naming_the_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("[1, 2]")
+    assert cli.main(["train", *RUN_FLAGS, "--run-dir", str(run_dir), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"cannot read the run's configuration {run_dir / 'config.json'}: it holds a list" in error
+    (run_dir / "history.jsonl").write_text('{"epoch": 0, "loss": 0.5}\n{"epoch": 1, "lo')  # cut by a full disk
+    with pytest.raises(ValueError, match=r"history.jsonl, line 2, is not an epoch's JSON object"):
+        read_epoch_log(run_dir / "history.jsonl")
+
+
 def test_a_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

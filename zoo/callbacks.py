@@ -174,10 +174,25 @@ class EpochLog(keras.callbacks.Callback):
             stream.write(json.dumps({"epoch": epoch, **values}) + "\n")
 
 
-def read_epoch_log(path: str) -> list[dict[str, float]]:
-    """The epochs written by :class:`EpochLog`, in order."""
-    with open(path) as stream:
-        return [json.loads(line) for line in stream if line.strip()]
+def read_epoch_log(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The epochs written by :class:`EpochLog`, in order.
+
+    Raises:
+        ValueError: a line that is not an epoch's JSON object (named with the file).
+    """
+    rows = []
+    with open(path, errors="replace") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError(f"{path}, line {number}, is not an epoch's JSON object: {line.strip()[:80]!r}")
+            rows.append(row)
+    return rows
 
 
 class TrainingBackup(keras.callbacks.Callback):

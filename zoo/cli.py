@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(train_arguments=positional[:1] == ["train"]).parse_args(argv)
     try:
         HANDLERS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as error:
+    except (ValueError, KeyError, OSError, ImportError) as error:  # OSError: FileNotFoundError, FileExistsError...
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -302,11 +302,19 @@ def load(name: str, weights: str | None = "default", sha256: str | None = None) 
 
 
 def load_model(spec: str) -> keras.Model:
-    """A model from a registry name (:func:`load`) or a saved ``.keras`` file; its ``zoo_name`` is ``spec``."""
+    """A model from a registry name (:func:`load`) or a saved ``.keras`` file; its ``zoo_name`` is ``spec``.
+
+    Raises:
+        KeyError: unknown name. FileNotFoundError: no such file. ValueError (:class:`WeightsError` for
+        registry weights): a damaged file, named.
+    """
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"model file {spec} does not exist")
-        model = keras.models.load_model(spec)
+        try:
+            model = keras.models.load_model(spec)
+        except Exception as error:  # zipfile, h5py and keras raise many kinds for a damaged or crafted file
+            raise ValueError(f"model file {spec} cannot be loaded (damaged, or not a Keras model): {error}") from error
         model.zoo_name = spec
         return model
     return load(spec)

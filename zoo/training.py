@@ -217,10 +217,7 @@ def check_run_folder(config: TrainConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.json"
     if not saved_path.exists():
         return
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the run's configuration {saved_path}: {error}") from None
+    saved = read_json(saved_path, "the run's configuration")
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     differences = [
         f"{name}: {saved[name]!r} in the run, {value!r} now"
@@ -233,6 +230,21 @@ def check_run_folder(config: TrainConfig, run_dir: Path) -> None:
             + "; ".join(differences)
             + f". Resume with the run's settings (it was started by: {saved.get('command')}) or choose another run_dir"
         )
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (``what`` it holds, for the error).
+
+    Raises:
+        ValueError: the file cannot be read or holds no JSON object; the message names it.
+    """
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {what} {path}: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"cannot read {what} {path}: it holds a {type(value).__name__}, not a JSON object")
+    return value
 
 
 def check_publishable(model: keras.Model, metrics: dict[str, float], untrained: dict[str, float], force: bool) -> None:
@@ -298,7 +310,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     for name, baseline in measured:
         path = run_dir / f"metrics_{name}.json"
         if config.resume and path.exists():
-            baselines[name] = json.loads(path.read_text())
+            baselines[name] = read_json(path, f"the run's {name} metrics")
         else:
             baselines[name] = measure(baseline, queries, gallery, config)
             _write_json(path, baselines[name])

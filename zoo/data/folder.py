@@ -58,11 +58,14 @@ def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
         without a third column.
 
     Raises:
-        ValueError: a row without a label, or with a split column on some rows only.
+        ValueError: not a text CSV, a row without a label, or with a split column on some rows only.
     """
     path = Path(path)
-    with open(path, newline="") as stream:
-        rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="") as stream:
+            rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a text CSV of rows 'path,label': {error}") from None
     if rows and rows[0][0].strip().lower() == "path":
         rows = rows[1:]
     if not rows:
@@ -73,6 +76,9 @@ def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
         raise ValueError(f"{path}: every row must be 'path,label' or every row 'path,label,split'; row {bad} is not")
     paths = [str(path.parent / row[0].strip()) for row in rows]
     labels = [row[1].strip() for row in rows]
+    unlabelled = [paths[i] for i, label in enumerate(labels) if not label]
+    if unlabelled:
+        raise ValueError(f"{path}: {len(unlabelled)} rows have an empty label: {', '.join(unlabelled[:10])}")
     splits = [row[2].strip() for row in rows] if widths == {3} else None
     return paths, labels, splits
 
