@@ -247,3 +247,29 @@ def test_cli_commands_on_a_damaged_keras_file_say_so_in_one_line(gallery, tmp_pa
         error = capsys.readouterr().err.strip()
         assert f"model file {damaged} cannot be loaded (damaged, or not a Keras model)" in error
         assert len(error.splitlines()) == 1
+
+
+def test_an_index_moved_with_its_images_and_model_works_from_any_directory(model, tmp_path, monkeypatch, capsys):
+    before, after, elsewhere = tmp_path / "before", tmp_path / "after", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    make_class_folder(before / "photos", classes=2, per_class=3)
+    model.save(before / "model.keras")
+    monkeypatch.chdir(before)  # relative paths, as a user types them
+    index = Index.from_images("model.keras", "photos", progress=False)
+    index.save("photos.index")
+    meta = json.loads((before / "photos.index" / "index.json").read_text())
+    assert meta["model"] == "../model.keras" and meta["files"][0] == "../photos/class_0/img_0.png"
+    shutil.move(before, after)
+    monkeypatch.chdir(elsewhere)
+    moved = Index.load(after / "photos.index")
+    assert moved.model_name == str(after / "model.keras")
+    assert moved.files == [str(after / file) for file in index.files] and all(map(Path.is_file, map(Path, moved.files)))
+    query = after / "photos" / "class_1" / "img_2.png"
+    assert moved.search(query, 2)[0] == Neighbor(str(query), "class_1", pytest.approx(0.0, abs=1e-3))
+    # the model moved apart from the index: named when missing, and --model gives it
+    shutil.move(after / "model.keras", elsewhere / "net.keras")
+    assert cli.main(["search", "--index", str(after / "photos.index"), "--query", str(query), "-k", "2"]) == 2
+    assert f"built with the model '{after / 'model.keras'}', which is neither" in capsys.readouterr().err
+    assert cli.main(["search", "--index", str(after / "photos.index"), "--query", str(query), "-k", "2",
+                     "--model", "net.keras"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split("\t")[0] == str(query)

@@ -267,6 +267,18 @@ def test_resume_with_another_configuration_is_refused_naming_the_differences(tmp
     check_run_folder(dataclasses.replace(started, resume=True, epochs=10, eval_every=5), run_dir)  # allowed
 
 
+def test_a_moved_run_folder_resumes_where_it_is(tmp_path):
+    started = tmp_path / "runs" / "first"
+    started.mkdir(parents=True)
+    (started / "config.json").write_text(json.dumps(dataclasses.asdict(_config(started))))
+    moved = tmp_path / "elsewhere" / "first"
+    moved.parent.mkdir()
+    started.rename(moved)
+    check_run_folder(_config(moved, "--resume"), moved)  # run_dir is where the folder is, not a setting
+    with pytest.raises(ValueError, match="seed: 0 in the run, 1 now"):
+        check_run_folder(_config(moved, "--resume", "--seed", "1"), moved)
+
+
 def test_damaged_run_files_are_refused_in_one_line_naming_the_file(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

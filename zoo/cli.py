@@ -103,8 +103,9 @@ def _index(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from zoo import viz
     from zoo.index import Index
+    from zoo.registry import load_model
 
-    index = Index.load(args.index)
+    index = Index.load(args.index, model=load_model(args.model) if args.model else None)
     neighbors = index.search(args.query, args.k)
     for neighbor in neighbors:
         print(f"{neighbor.file}\t{neighbor.distance:.4f}\t{neighbor.label if neighbor.label is not None else '-'}")
@@ -184,6 +185,7 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
                        help="exact search, or approximate (faster on large galleries)")
     search = command("search", "the nearest indexed images of a query image")
     search.add_argument("--index", required=True, help="folder written by zoo index")
+    search.add_argument("--model", help=f"{MODEL_HELP}, instead of the one the index names (same weights)")
     search.add_argument("--query", required=True, help="image file")
     search.add_argument("-k", type=int, default=10, help="neighbours to print, nearest first")
     search.add_argument("--grid", help="PNG file of the query and its neighbours")

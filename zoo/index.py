@@ -15,6 +15,11 @@ with. The distance is the L2 distance between the unit embeddings (as in :mod:`z
 is exact (faiss ``IndexFlatL2``) by default; ``kind="hnsw"`` (graph) or ``kind="ivf"`` (inverted lists)
 are approximate and faster on large galleries. A gallery folder with subfolders labels each image
 with its first subfolder's name (as the ``folder`` dataset does); other images have no label.
+
+A saved index is a folder: ``index.json`` records the sha256 of its other files and of its file and
+label lists, and its image files and ``.keras`` model relative to the folder (the index works from any
+working directory, and after the folder is moved together with its images); :meth:`Index.load`
+refuses, naming the file, an index that is damaged, edited or inconsistent.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -40,7 +46,7 @@ from zoo.evaluation import embed_dataset
 KINDS = ("exact", "hnsw", "ivf")
 HNSW_NEIGHBORS = 32  # graph degree M of the HNSW index
 IVF_PROBES = 8  # inverted lists visited per query by the IVF index
-FORMAT = 2  # version of the saved index's index.json (2: the sha256 of every file and list, the counts)
+FORMAT = 2  # version of the saved index's index.json (2: sha256 of every file and list, counts, relative paths)
 # What faiss must hand back for each kind: the index class, and the class of its vector storage or coarse quantizer.
 FAISS_TYPES = {"exact": ("IndexFlat", None), "hnsw": ("IndexHNSWFlat", "IndexFlat"), "ivf": ("IndexIVFFlat", "IndexFlat")}
 ON_DISK_LISTS = b"ilod"  # faiss' fourcc of on-disk inverted lists: reading them maps another file into memory
@@ -239,15 +245,19 @@ class Index:
         """Write the index into the folder ``path``: ``embeddings.npy``, ``vectors.faiss`` and ``index.json``.
 
         ``index.json`` (written last) records the model, the count and dimension of the embeddings and the
-        sha256 of each file and of the file and label lists, which :meth:`load` checks.
+        sha256 of each file and of the file and label lists, which :meth:`load` checks. The image files and a
+        ``.keras`` model are recorded relative to the index folder, so that the index works from any working
+        directory and after the folder is moved together with them.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         np.save(path / "embeddings.npy", self.embeddings)
         faiss.write_index(self._vectors, str(path / "vectors.faiss"))
-        meta = {"format": FORMAT, "model": self.model_name, "weights_sha256": self.weights_sha256, "kind": self.kind,
+        model = _relative_to(path, self.model_name) if self.model_name.endswith(".keras") else self.model_name
+        meta = {"format": FORMAT, "model": model, "weights_sha256": self.weights_sha256, "kind": self.kind,
                 "input_size": registry.model_input_size(self.model), "count": len(self),
-                "dimension": int(self.embeddings.shape[1]), "files": self.files, "labels": self.labels}
+                "dimension": int(self.embeddings.shape[1]), "files": [_relative_to(path, file) for file in self.files],
+                "labels": self.labels}
         meta["sha256"] = {**{name: registry.sha256_of(path / name) for name in INDEX_FILES},
                           **{part: _json_sha256(meta[part]) for part in INDEX_PARTS}}
         (path / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -257,7 +267,8 @@ class Index:
     def load(cls, path: str | Path, model: keras.Model | None = None) -> Index:
         """Reload a saved index, with ``model`` or else the model it names (registry name or ``.keras`` file).
 
-        Every file is checked before it is used (:func:`read_index_files`).
+        Every file is checked before it is used (:func:`read_index_files`). The image files (and a ``.keras``
+        model) are found from the index folder (:meth:`save`): ``files`` are ``path`` joined with them.
 
         Raises:
             FileNotFoundError: not a saved index.
@@ -266,6 +277,8 @@ class Index:
         """
         path = Path(path)
         meta, embeddings, vectors = read_index_files(path)
+        if meta["model"].endswith(".keras"):
+            meta["model"] = _from_folder(path, meta["model"])
         if model is None:
             try:
                 model = registry.load_model(meta["model"])
@@ -281,8 +294,22 @@ class Index:
                 f"this model's weights have sha256 {fingerprint}: rebuild the index with this model "
                 "(zoo index) or load it with the model it was built with"
             )
-        return cls(model, meta["files"], meta["labels"], embeddings, model_name=meta["model"], kind=meta["kind"],
+        files = [_from_folder(path, file) for file in meta["files"]]
+        return cls(model, files, meta["labels"], embeddings, model_name=meta["model"], kind=meta["kind"],
                    vectors=vectors)
+
+
+def _relative_to(folder: Path, file: str) -> str:
+    """``file`` as a path relative to ``folder`` (absolute where there is none, e.g. another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(file), os.path.abspath(folder))
+    except ValueError:
+        return os.path.abspath(file)
+
+
+def _from_folder(folder: Path, file: str) -> str:
+    """A path that :func:`_relative_to` wrote, as seen from the working directory (an absolute one unchanged)."""
+    return os.path.normpath(os.path.join(folder, file))
 
 
 INDEX_FILES = ("embeddings.npy", "vectors.faiss")  # the files of a saved index beside its index.json

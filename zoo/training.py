@@ -57,8 +57,10 @@ RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50)}
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # What a run folder holds once a run has started in it.
 RUN_FILES = ("config.json", "metrics_untrained.json", "metrics_raw_pixels.json", "history.jsonl", "backup")
-# TrainConfig fields a resumed run may change: they change neither the model nor its training.
-RESUMABLE_FIELDS = ("epochs", "resume", "command", "publish_as", "force", "data_dir", "eval_every", "eval_batch_size")
+# TrainConfig fields a resumed run may change: they change neither the model nor its training (run_dir: where the
+# run folder is now, after a copy or a move).
+RESUMABLE_FIELDS = ("epochs", "resume", "command", "publish_as", "force", "data_dir", "eval_every", "eval_batch_size",
+                    "run_dir")
 
 
 @dataclass
