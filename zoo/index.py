@@ -48,7 +48,8 @@ HNSW_NEIGHBORS = 32  # graph degree M of the HNSW index
 IVF_PROBES = 8  # inverted lists visited per query by the IVF index
 FORMAT = 2  # version of the saved index's index.json (2: sha256 of every file and list, counts, relative paths)
 # What faiss must hand back for each kind: the index class, and the class of its vector storage or coarse quantizer.
-FAISS_TYPES = {"exact": ("IndexFlat", None), "hnsw": ("IndexHNSWFlat", "IndexFlat"), "ivf": ("IndexIVFFlat", "IndexFlat")}
+FAISS_TYPES = {"exact": ("IndexFlat", None), "hnsw": ("IndexHNSWFlat", "IndexFlat"),
+               "ivf": ("IndexIVFFlat", "IndexFlat")}
 ON_DISK_LISTS = b"ilod"  # faiss' fourcc of on-disk inverted lists: reading them maps another file into memory
 
 
