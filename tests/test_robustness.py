@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -334,6 +335,32 @@ def test_steps_per_epoch_0_is_refused(capsys):
         TrainConfig(steps_per_epoch=0)
     assert cli.main(["train", "--steps-per-epoch", "0"]) == 2
     assert "steps_per_epoch must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "0"], r"learning_rate \(--lr\) must be a positive number, got 0.0"),
+    (["--lr", "-0.001"], r"learning_rate \(--lr\) must be a positive number"),
+    (["--lr", "nan"], r"learning_rate \(--lr\) must be a positive number, got nan"),
+    (["--eval-every", "0"], "eval_every must be >= 1"),
+    (["--batch-images", "-2"], "images_per_class must be >= 1"),
+])
+def test_non_positive_rates_sizes_and_counts_are_refused_before_anything_is_written(tmp_path, capsys, flags, message):
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", *RUN_FLAGS, "--run-dir", str(run_dir), *flags]) == 2
+    assert re.search(message, capsys.readouterr().err) and not run_dir.exists()
+
+
+def test_non_positive_sizes_and_counts_of_the_other_commands_are_refused(capsys):
+    for argv in (["search", "--index", "x", "--query", "q.png", "-k", "0"],
+                 ["index", "--model", "m", "--images", "i", "--out", "o", "--batch-size", "-1"],
+                 ["show", "--model", "m", "--out", "g.png", "--n-queries", "0"]):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(argv)
+        assert stopped.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="crop_scale must be"):
+        TrainConfig(crop_scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="eval_batch_size must be >= 1"):
+        TrainConfig(eval_batch_size=0)
 
 
 def test_images_in_0_1_get_a_warning(pk_batch):

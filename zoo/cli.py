@@ -129,6 +129,17 @@ def _list(args: argparse.Namespace) -> None:
         print(cards.summary_line(name))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count or a size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default in its help, except the empty ones (None, False)."""
 
@@ -170,8 +181,8 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     show.add_argument("--dataset", default="digits", help="dataset whose test split is shown")
     show.add_argument("--data-dir", help="the dataset's files (benchmarks, folder)")
     show.add_argument("--out", required=True, help="PNG file of the retrieval grid")
-    show.add_argument("--n-queries", type=int, default=8, help="rows of the grid: queries drawn with --seed")
-    show.add_argument("--k", type=int, default=8, help="nearest neighbours shown per query")
+    show.add_argument("--n-queries", type=positive_int, default=8, help="rows of the grid: queries drawn with --seed")
+    show.add_argument("--k", type=positive_int, default=8, help="nearest neighbours shown per query")
     show.add_argument("--failures", action="store_true", help="draw the queries only among those whose nearest "
                       "neighbour is of another class")
     show.add_argument("--map", help="PNG file of a 2-D map of the embeddings (t-SNE; needs zoo[viz])")
@@ -180,14 +191,14 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     index.add_argument("--model", required=True, help=MODEL_HELP)
     index.add_argument("--images", required=True, help="folder of images (labels: subfolder names)")
     index.add_argument("--out", required=True, help="folder to write the index to")
-    index.add_argument("--batch-size", type=int, default=64, help="images embedded per batch")
+    index.add_argument("--batch-size", type=positive_int, default=64, help="images embedded per batch")
     index.add_argument("--kind", choices=("exact", "hnsw", "ivf"), default="exact",
                        help="exact search, or approximate (faster on large galleries)")
     search = command("search", "the nearest indexed images of a query image")
     search.add_argument("--index", required=True, help="folder written by zoo index")
     search.add_argument("--model", help=f"{MODEL_HELP}, instead of the one the index names (same weights)")
     search.add_argument("--query", required=True, help="image file")
-    search.add_argument("-k", type=int, default=10, help="neighbours to print, nearest first")
+    search.add_argument("-k", type=positive_int, default=10, help="neighbours to print, nearest first")
     search.add_argument("--grid", help="PNG file of the query and its neighbours")
     card = command("card", "a registry entry as a readable model card")
     card.add_argument("name", help="registry name, e.g. triplet_digits")

@@ -108,9 +108,19 @@ class TrainConfig:
             self.recall_ks = RECALL_KS.get(self.dataset, DEFAULT_RECALL_KS)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        for name in ("epochs", "classes_per_batch", "images_per_class", "eval_every", "embedding_dim", "input_size"):
+        for name in ("epochs", "classes_per_batch", "images_per_class", "eval_every", "embedding_dim", "input_size",
+                     "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate (--lr) must be a positive number, got {self.learning_rate}")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0 (None: none), got {self.weight_decay}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {tuple(self.crop_scale)}")
+        if any(k < 1 for k in (*self.recall_ks, *self.precision_ks)):
+            raise ValueError(f"recall_ks and precision_ks must be >= 1, got {self.recall_ks} and {self.precision_ks}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 (None: one pass over the set), got {self.steps_per_epoch}")
 
