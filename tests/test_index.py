@@ -273,3 +273,19 @@ def test_an_index_moved_with_its_images_and_model_works_from_any_directory(model
     assert cli.main(["search", "--index", str(after / "photos.index"), "--query", str(query), "-k", "2",
                      "--model", "net.keras"]) == 0
     assert capsys.readouterr().out.splitlines()[0].split("\t")[0] == str(query)
+
+
+def test_cli_search_keeps_one_line_per_neighbour_for_file_names_with_newlines_and_json_for_programs(
+        model, tmp_path, capsys):
+    photos = make_class_folder(tmp_path / "photos", classes=2, per_class=2)
+    odd = photos / "class_0" / "two\nlines\tand a tab.png"
+    (photos / "class_0" / "img_0.png").rename(odd)
+    Index.from_images(model, photos, progress=False).save(tmp_path / "idx")
+    argv = ["search", "--index", str(tmp_path / "idx"), "--query", str(odd), "-k", "4"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 4 and lines[0].split("\t")[0] == str(odd).replace("\n", "\\n").replace("\t", "\\t")
+    assert cli.main([*argv, "--format", "json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [set(row) for row in found] == [{"file", "label", "distance"}] * 4
+    assert found[0]["file"] == str(odd) and found[0]["label"] == "class_0"

@@ -18,6 +18,8 @@ TensorFlow is imported only by the command that needs it: ``zoo --help`` answers
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from typing import Sequence
@@ -107,10 +109,22 @@ def _search(args: argparse.Namespace) -> None:
 
     index = Index.load(args.index, model=load_model(args.model) if args.model else None)
     neighbors = index.search(args.query, args.k)
-    for neighbor in neighbors:
-        print(f"{neighbor.file}\t{neighbor.distance:.4f}\t{neighbor.label if neighbor.label is not None else '-'}")
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(neighbor) for neighbor in neighbors], indent=1))
+    else:
+        for neighbor in neighbors:
+            label = neighbor.label if neighbor.label is not None else "-"
+            print(f"{one_line(neighbor.file)}\t{neighbor.distance:.4f}\t{one_line(label)}")
     if args.grid:
         print(f"grid written to {viz.save_png(viz.search_grid(args.query, neighbors, index.label_of(args.query)), args.grid)}", file=sys.stderr)
+
+
+LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines, carriage returns and tabs written ``\\n``, ``\\r``, ``\\t``: one field of one line."""
+    return text.translate(LINE_BREAKS)
 
 
 def _card(args: argparse.Namespace) -> None:
@@ -200,6 +214,9 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     search.add_argument("--query", required=True, help="image file")
     search.add_argument("-k", type=positive_int, default=10, help="neighbours to print, nearest first")
     search.add_argument("--grid", help="PNG file of the query and its neighbours")
+    search.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text: one line per neighbour, 'file<TAB>distance<TAB>label' (newlines and tabs in names "
+                        "written \\n and \\t); json: a list of {file, label, distance}, for programs")
     card = command("card", "a registry entry as a readable model card")
     card.add_argument("name", help="registry name, e.g. triplet_digits")
     listing = command("list", "registry entries, one line each")
