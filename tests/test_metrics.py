@@ -305,7 +305,7 @@ def test_reference_checks():
 
 @pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="checks the error raised without a GPU")
 def test_use_gpu_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="faiss-gpu"):
+    with pytest.raises(RuntimeError, match="not faiss: pip uninstall faiss-cpu && pip install faiss-gpu"):
         metrics.evaluate(on_circle(ANGLES), LABELS, metrics=("map",), use_gpu=True)
 
 
