@@ -43,8 +43,9 @@ def metrics_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = TA
 def _train(args: argparse.Namespace) -> None:
     from zoo.training import config_from_args, train
 
-    result = train(config_from_args(args))
-    print(f"\nRetrieval on the unseen test classes of {args.dataset} (run folder: {result['run_dir']}):")
+    config = config_from_args(args)
+    result = train(config)
+    print(f"\nRetrieval on the unseen test classes of {config.dataset} (run folder: {result['run_dir']}):")
     print(metrics_table({"raw pixels": result["metrics_raw_pixels"], "untrained": result["metrics_untrained"],
                          "trained": result["metrics"]}))
 

@@ -376,20 +376,25 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
             "run_dir": str(run_dir)}
 
 
-def remeasure_published(name: str) -> dict[str, dict[str, float]]:
-    """Measure published entry ``name`` again with the current evaluation code, its weights unchanged, and rewrite
-    the metrics of its card (after a change to ``zoo.metrics``); returns the new ``metrics`` and ``metrics_untrained``.
+def measure_published(name: str) -> dict[str, dict[str, float]]:
+    """The ``metrics`` and ``metrics_untrained`` of published entry ``name``, measured now by the current code.
 
-    The untrained model is the one :func:`train` measured: the preset's configuration built after the same seed.
+    The untrained model is the one :func:`train` measured: the preset's configuration built right after the
+    same seed and data loading, before anything else draws random numbers (the published weights' model too).
     """
     config = config_from_preset(name)
     keras.utils.set_random_seed(config.seed)
     train_set = load_dataset(config.dataset, "train", config.data_dir, **config.dataset_options)
     queries, gallery = evaluation_sets(config)
-    measured = {
-        "metrics": measure(registry.load(name), queries, gallery, config),
-        "metrics_untrained": measure(build_and_compile(config, train_set.num_classes), queries, gallery, config),
-    }
+    untrained = build_and_compile(config, train_set.num_classes)
+    return {"metrics": measure(registry.load(name), queries, gallery, config),
+            "metrics_untrained": measure(untrained, queries, gallery, config)}
+
+
+def remeasure_published(name: str) -> dict[str, dict[str, float]]:
+    """Measure published entry ``name`` again with the current evaluation code, its weights unchanged, and rewrite
+    the metrics of its card (after a change to ``zoo.metrics``); returns :func:`measure_published`'s metrics."""
+    measured = measure_published(name)
     card_file = registry.card_path(name)
     card = json.loads(card_file.read_text())
     card.update({key: {k: round(float(v), 4) for k, v in values.items()} for key, values in measured.items()})
@@ -419,7 +424,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
         parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
     else:
         parser.set_defaults(method=method)
-    parser.add_argument("--dataset", default="glyphs", help=f"training and test data: {', '.join(DATASETS)}")
+    parser.add_argument("--dataset", help=f"training and test data: {', '.join(DATASETS)} (default: the preset's, "
+                        "else glyphs)")
     parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
     parser.add_argument("--epochs", type=int)
@@ -469,13 +475,14 @@ def command_line(argv: list[str]) -> str:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Preset (``--preset`` or ``<method>_<dataset>``) overridden by the flags that were given."""
     method = args.method
-    preset = args.preset or f"{method}_{args.dataset}"
+    preset = args.preset or f"{method}_{args.dataset or TrainConfig.dataset}"
     has_preset = preset in registry.list_models()
     if args.preset and not has_preset:
         registry.get_entry(args.preset)  # raises with close-name suggestions
     config = config_from_preset(preset) if has_preset else TrainConfig(method=method, run_dir=f"runs/{preset}")
-    overrides: dict[str, Any] = {"dataset": args.dataset, "command": command_line(sys.argv)}
-    if args.dataset != config.dataset:
+    dataset = args.dataset or config.dataset  # --preset alone trains on the preset's dataset
+    overrides: dict[str, Any] = {"dataset": dataset, "command": command_line(sys.argv)}
+    if dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
     for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "embedding_dim", "input_size",
                  "classes_per_batch", "images_per_class", "augmentation", "learning_rate", "eval_every", "run_dir", "seed",
