@@ -5,7 +5,8 @@ Each run trains through ``zoo.training.train`` (as ``zoo train`` does) from a ``
 the glyphs' 352 training characters (``--dataset synthetic``: 40 procedural classes), for the same number of steps
 (two epochs), either from scratch or fine-tuned from the zoo's pretrained backbone (``--backbone-weights glyphs``:
 the offline stand-in for the papers' ImageNet start, pretrained on 174 other characters). Reports MAP@R, R@1 and
-NMI on the unseen test classes (308 characters; 40 synthetic classes) as mean +- std over the seeds, and each
+NMI on the unseen test classes (308 characters; 40 synthetic classes) as mean +- population standard deviation
+(numpy's ``std``, ddof 0) over the seeds, and each
 method's gain over the best of its paper's baselines.
 
 The baselines are the ones each paper's tables compare with:
@@ -188,7 +189,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str = "glyphs") -> str:
-    """The Markdown table of one protocol: mean +- std per run, each method's MAP@R gain over the best of its
+    """The Markdown table of one protocol: mean +- population std per run, each method's MAP@R gain over the best of its
     paper's baselines and over the zoo's default baseline (``triplet``)."""
     by_label: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -209,7 +210,7 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
 
     order = ["zero-shot", *RUNS]
     zero_shot = by_label.get("zero-shot", [{}])[0].get("metrics", {}).get("map@r")
-    lines = [f"{dataset}; {protocol}, {steps} steps; mean +- std over the seeds",
+    lines = [f"{dataset}; {protocol}, {steps} steps; mean +- population standard deviation (ddof 0) over the seeds",
              "| run | seeds | untrained MAP@R | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - strongest paper baseline (paired) "
              "| MAP@R - triplet |" + (" MAP@R - zero-shot |" if zero_shot is not None else ""),
              "|---|--:|--:|" + "--:|" * len(KEY_METRICS) + "--:|---|--:|" + ("--:|" if zero_shot is not None else "")]

@@ -71,3 +71,18 @@ def test_submodules_are_reachable_from_import_zoo_and_loaded_lazily():
         import zoo
 
         zoo.nope
+
+
+def test_keras_load_model_finds_the_zoo_classes_after_a_plain_import_zoo(tmp_path):
+    from zoo.methods import build_model
+    from zoo.optimizers import PaperAdam
+
+    model = build_model("triplet", embedding_dim=8, input_size=32)
+    model.compile(optimizer=PaperAdam(1e-3))  # a run's model.keras: the zoo's model, loss and optimizer classes
+    model.save(tmp_path / "model.keras")
+    load = f"load_model({str(tmp_path / 'model.keras')!r})"
+    for imports, loader in (("import zoo\nimport keras", "keras.models"), ("import keras\nimport zoo", "keras.models"),
+                            ("import zoo\nimport tensorflow as tf", "tf.keras.models")):
+        out = run_python(f"{imports}\nmodel = {loader}.{load}\n"
+                         "print(type(model).__name__, type(model.optimizer).__name__)")
+        assert out.strip().splitlines()[-1] == "MetricModel PaperAdam", imports

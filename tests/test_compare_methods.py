@@ -32,7 +32,8 @@ def test_report_pairs_each_method_with_its_baselines_on_the_seeds_both_have():
             row("profs", 2, 0.01, dataset="synthetic")]  # another benchmark: not in the glyphs table
     table = compare_methods.report(rows, "from scratch", 100)
     profs_row = next(line for line in table.splitlines() if line.startswith("| profs | 0,1 |"))
-    assert "0.350 +- 0.050" in profs_row  # mean +- std of 0.40 and 0.30
+    assert "0.350 +- 0.050" in profs_row  # mean +- population std (ddof 0) of 0.40 and 0.30
+    assert table.splitlines()[0].endswith("mean +- population standard deviation (ddof 0) over the seeds")
     assert "+0.010 vs contrastive" in profs_row  # ((0.40 - 0.35) + (0.30 - 0.33)) / 2, seed 2 unpaired
     assert "| profs | contrastive +0.010, triplet +0.200 |" in table
 

@@ -56,9 +56,13 @@ def test_two_workers_give_the_weights_of_one_device(tmp_path):
     single = subprocess.run([sys.executable, script, "triplet", str(tmp_path / "single.npz")],
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
+    outputs = [single.stdout]
     for process in processes:
-        _, stderr = process.communicate(timeout=300)
+        stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
+        outputs.append(stdout)
+    for stdout in outputs:  # the steps really moved the weights: equal weights are not equal initial weights
+        assert json.loads(stdout.strip().splitlines()[-1])["max_update"] > 1e-4
     reference = _load(tmp_path / "single.npz")
     for index in range(2):
         worker = _load(tmp_path / f"worker{index}.npz")

@@ -41,3 +41,16 @@ def test_an_image_with_a_nan_pixel_gets_a_nan_embedding(exported):
     images[1, 5, 5, 1] = np.nan
     served = saved.serve(tf.constant(images))["embeddings"].numpy()
     assert np.isfinite(served[0]).all() and np.isnan(served[1]).all()
+    larger = np.full((2, 64, 64, 3), 100.0, "float32")
+    larger[1, 0, 0, 0] = np.inf  # a corner pixel that the centre crop of serve_images leaves out
+    served = saved.signatures["serve_images"](images=tf.constant(larger))["embeddings"].numpy()
+    assert np.isfinite(served[0]).all() and np.isnan(served[1]).all()
+
+
+@pytest.mark.parametrize("signature", ["serve", "serve_images"])
+@pytest.mark.parametrize("shape", [(0, 32, 32, 3), (1, 0, 0, 3)])
+def test_an_empty_batch_or_image_is_refused_clearly(exported, signature, shape):
+    _, saved = exported
+    refused = f"the signature {signature} needs a batch of at least one image|" r"images must be \(batch, 32, 32, 3\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=refused):
+        saved.signatures[signature](images=tf.zeros(shape))

@@ -265,6 +265,8 @@ def test_kmeans_is_seeded():
     rng = np.random.default_rng(5)
     x = unit_rows(rng, 300, 16)
     np.testing.assert_array_equal(metrics.kmeans_clusters(x, 30, seed=1), metrics.kmeans_clusters(x, 30, seed=1))
+    # and the seed is used: another seed starts from other centroids (random rows), so other clusters
+    assert not np.array_equal(metrics.kmeans_clusters(x, 30, seed=1), metrics.kmeans_clusters(x, 30, seed=2))
 
 
 def test_labels_of_shape_n_by_1_and_any_type():
@@ -305,7 +307,7 @@ def test_reference_checks():
 
 @pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="checks the error raised without a GPU")
 def test_use_gpu_without_gpu_is_a_clear_error():
-    with pytest.raises(RuntimeError, match="faiss-gpu"):
+    with pytest.raises(RuntimeError, match="not faiss: pip uninstall faiss-cpu && pip install faiss-gpu"):
         metrics.evaluate(on_circle(ANGLES), LABELS, metrics=("map",), use_gpu=True)
 
 

@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from zoo import callbacks, cli, ops, training
+from zoo import callbacks, cli, ops, registry, training
 from zoo.callbacks import TrainingBackup, read_epoch_log
 from zoo.losses import KerasMetricLoss
 from zoo.methods import build_model
@@ -108,6 +109,36 @@ def test_a_backup_keeps_every_optimizer_and_survives_a_kill_while_writing(tmp_pa
     (tmp_path / "backup" / "epoch-00002.weights.h5").write_bytes(b"garbage")
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="epoch-00003.*epoch-00002"):
         backup.restore(_amdaml())
+
+
+def test_a_backup_whose_bytes_changed_but_still_open_falls_back_to_the_older_one(tmp_path, pk_batch):
+    model = _amdaml()
+    backup = TrainingBackup(tmp_path / "backup")
+    backup.set_model(model)
+    model.train_on_batch(*pk_batch)
+    backup.save(1)
+    older = _state(model)
+    model.train_on_batch(*pk_batch)
+    newest = backup.save(2)
+    assert backup.checksum_file(newest).read_text().split() == [registry.sha256_of(newest), newest.name]
+    with h5py.File(newest, "r+") as weights:  # one weight changed in place: the HDF5 file still opens
+        datasets = []
+        weights.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None)
+        big = max(datasets, key=lambda dataset: dataset.size)
+        big[...] = np.asarray(big) + 1.0
+    restored = _amdaml()
+    with pytest.warns(UserWarning, match="epoch-00002.weights.h5 cannot be read .its bytes are damaged: sha256"):
+        assert backup.restore(restored) == 1
+    for got, expected in zip(_state(restored), older):
+        np.testing.assert_array_equal(got, expected)
+    backup.checksum_file(tmp_path / "backup" / "epoch-00001.weights.h5").unlink()
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="epoch-00001.weights.h5.sha256 is missing"):
+        backup.restore(_amdaml())
+    for epoch in (3, 4, 5):  # older backups leave with their checksum files
+        backup.save(epoch)
+    assert sorted(path.name for path in (tmp_path / "backup").iterdir()) == [
+        "epoch-00004.weights.h5", "epoch-00004.weights.h5.sha256", "epoch-00005.weights.h5",
+        "epoch-00005.weights.h5.sha256"]
 
 
 def test_a_non_finite_epoch_is_never_backed_up(tmp_path, pk_batch):
@@ -237,6 +268,31 @@ def test_resume_with_another_configuration_is_refused_naming_the_differences(tmp
     check_run_folder(dataclasses.replace(started, resume=True, epochs=10, eval_every=5), run_dir)  # allowed
 
 
+def test_a_moved_run_folder_resumes_where_it_is(tmp_path):
+    started = tmp_path / "runs" / "first"
+    started.mkdir(parents=True)
+    (started / "config.json").write_text(json.dumps(dataclasses.asdict(_config(started))))
+    moved = tmp_path / "elsewhere" / "first"
+    moved.parent.mkdir()
+    started.rename(moved)
+    check_run_folder(_config(moved, "--resume"), moved)  # run_dir is where the folder is, not a setting
+    with pytest.raises(ValueError, match="seed: 0 in the run, 1 now"):
+        check_run_folder(_config(moved, "--resume", "--seed", "1"), moved)
+
+
+def test_damaged_run_files_are_refused_in_one_line_naming_the_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("[1, 2]")
+    assert cli.main(["train", *RUN_FLAGS, "--run-dir", str(run_dir), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"cannot read the run's configuration {run_dir / 'config.json'}: it holds a list" in error
+    (run_dir / "history.jsonl").write_text('{"epoch": 0, "loss": 0.5}\n{"epoch": 1, "lo')  # cut by a full disk
+    with pytest.raises(ValueError, match=r"history.jsonl, line 2, is not an epoch's JSON object"):
+        read_epoch_log(run_dir / "history.jsonl")
+
+
 def test_a_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_is_taken_over(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -279,6 +335,32 @@ def test_steps_per_epoch_0_is_refused(capsys):
         TrainConfig(steps_per_epoch=0)
     assert cli.main(["train", "--steps-per-epoch", "0"]) == 2
     assert "steps_per_epoch must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--lr", "0"], r"learning_rate \(--lr\) must be a positive number, got 0.0"),
+    (["--lr", "-0.001"], r"learning_rate \(--lr\) must be a positive number"),
+    (["--lr", "nan"], r"learning_rate \(--lr\) must be a positive number, got nan"),
+    (["--eval-every", "0"], "eval_every must be >= 1"),
+    (["--batch-images", "-2"], "images_per_class must be >= 1"),
+])
+def test_non_positive_rates_sizes_and_counts_are_refused_before_anything_is_written(tmp_path, capsys, flags, message):
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", *RUN_FLAGS, "--run-dir", str(run_dir), *flags]) == 2
+    assert re.search(message, capsys.readouterr().err) and not run_dir.exists()
+
+
+def test_non_positive_sizes_and_counts_of_the_other_commands_are_refused(capsys):
+    for argv in (["search", "--index", "x", "--query", "q.png", "-k", "0"],
+                 ["index", "--model", "m", "--images", "i", "--out", "o", "--batch-size", "-1"],
+                 ["show", "--model", "m", "--out", "g.png", "--n-queries", "0"]):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(argv)
+        assert stopped.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="crop_scale must be"):
+        TrainConfig(crop_scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="eval_batch_size must be >= 1"):
+        TrainConfig(eval_batch_size=0)
 
 
 def test_images_in_0_1_get_a_warning(pk_batch):

@@ -79,6 +79,15 @@ def test_recall_ks_follow_the_benchmark_protocol():
     assert config.recall_ks == (1, 10, 20, 30, 40, 50)
 
 
+def test_a_preset_alone_trains_on_its_own_dataset():
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    config = config_from_args(parser.parse_args(["--preset", "triplet_digits"]))
+    assert (config.dataset, config.epochs, config.learning_rate) == ("digits", 2, 3e-4)  # not glyphs, silently
+    assert config_from_args(parser.parse_args(["--preset", "triplet_digits", "--dataset", "glyphs"])).dataset == "glyphs"
+    assert config_from_args(parser.parse_args([])).dataset == "glyphs"  # the default job
+
+
 def test_the_recorded_command_names_no_machines_path():
     from pathlib import Path
 

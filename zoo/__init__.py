@@ -9,13 +9,18 @@
 
 Everything is imported on first use (module ``__getattr__``): ``import zoo`` alone does not load
 TensorFlow, and ``zoo.metrics``, ``zoo.data``, ``zoo.losses``, ``zoo.viz`` ... load when first touched.
+The zoo's Keras classes are registered as soon as Keras has loaded (:mod:`zoo.keras_registration`), so
+``keras.models.load_model("runs/x/model.keras")`` works after a plain ``import zoo``.
 """
 
 import importlib
 import os
 
+from zoo import keras_registration
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+keras_registration.install()
 
 __version__ = "0.1.0"
 

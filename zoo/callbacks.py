@@ -32,6 +32,7 @@ import tensorflow as tf
 from zoo import viz
 from zoo.evaluation import embed_for_retrieval
 from zoo.metrics import evaluate
+from zoo.registry import sha256_of
 
 
 def evaluate_arguments(metrics: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -173,10 +174,25 @@ class EpochLog(keras.callbacks.Callback):
             stream.write(json.dumps({"epoch": epoch, **values}) + "\n")
 
 
-def read_epoch_log(path: str) -> list[dict[str, float]]:
-    """The epochs written by :class:`EpochLog`, in order."""
-    with open(path) as stream:
-        return [json.loads(line) for line in stream if line.strip()]
+def read_epoch_log(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The epochs written by :class:`EpochLog`, in order.
+
+    Raises:
+        ValueError: a line that is not an epoch's JSON object (named with the file).
+    """
+    rows = []
+    with open(path, errors="replace") as stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                raise ValueError(f"{path}, line {number}, is not an epoch's JSON object: {line.strip()[:80]!r}")
+            rows.append(row)
+    return rows
 
 
 class TrainingBackup(keras.callbacks.Callback):
@@ -185,9 +201,11 @@ class TrainingBackup(keras.callbacks.Callback):
     One file per backup, ``epoch-00005.weights.h5`` after 5 finished epochs: ``model.save_weights``,
     which holds the model's variables and the state of every optimizer it has as an attribute
     (F's, and a method's sub-network optimizers). A backup is written to a temporary file, flushed to
-    disk and renamed into place, so a kill while writing leaves the previous backups whole; the
-    ``keep`` newest are kept. An epoch whose loss or weights are not finite is never backed up.
-    :meth:`restore` loads the newest readable backup, falling back to an older one.
+    disk and renamed into place, so a kill while writing leaves the previous backups whole; beside it,
+    ``epoch-00005.weights.h5.sha256`` holds its sha256 (``sha256sum -c`` reads it). The ``keep``
+    newest are kept. An epoch whose loss or weights are not finite is never backed up.
+    :meth:`restore` loads the newest backup that reads and matches its sha256, falling back to an
+    older one with a warning.
 
     Args:
         directory: the backup folder (created at the first backup).
@@ -225,10 +243,30 @@ class TrainingBackup(keras.callbacks.Callback):
         self.model.save_weights(partial)
         with open(partial, "rb+") as stream:  # on disk before the rename makes it the backup
             os.fsync(stream.fileno())
+        checksum, partial_checksum = self.checksum_file(path), self.directory / f"partial-{path.name}.sha256"
+        partial_checksum.write_text(f"{sha256_of(partial)}  {path.name}\n")
+        os.replace(partial_checksum, checksum)  # a checksum without its backup is harmless; never the reverse
         os.replace(partial, path)
         for old in self.backups()[self.keep :]:
             old.unlink()
+            self.checksum_file(old).unlink(missing_ok=True)
         return path
+
+    @staticmethod
+    def checksum_file(backup: Path) -> Path:
+        """The file beside ``backup`` holding its sha256 (``sha256sum`` format)."""
+        return backup.with_name(f"{backup.name}.sha256")
+
+    def verify(self, backup: Path) -> None:
+        """Raise ValueError unless ``backup`` has a checksum file and matches it."""
+        checksum = self.checksum_file(backup)
+        try:
+            expected = checksum.read_text().split()[0]
+        except (OSError, UnicodeDecodeError, IndexError):
+            raise ValueError(f"its checksum file {checksum} is missing or unreadable") from None
+        actual = sha256_of(backup)
+        if actual != expected:
+            raise ValueError(f"its bytes are damaged: sha256 {actual}, {checksum} records {expected}")
 
     def restore(self, model: keras.Model) -> int:
         """Load the newest readable backup into ``model`` (compiled, optimizers built).
@@ -237,11 +275,13 @@ class TrainingBackup(keras.callbacks.Callback):
             The number of finished epochs of the loaded backup; 0 when there is none.
 
         Raises:
-            ValueError: backups exist but none can be read (the message names each file and its error).
+            ValueError: backups exist but none can be read or matches its sha256 (the message names each
+                file and its error).
         """
         errors = []
         for path in self.backups():
             try:
+                self.verify(path)
                 model.load_weights(path)
             except Exception as error:  # h5py and Keras raise OSError, ValueError, KeyError...
                 errors.append(f"{path}: {type(error).__name__}: {error}")

@@ -20,6 +20,8 @@ TensorFlow is imported only by the command that needs it: ``zoo --help`` answers
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import sys
 from typing import Sequence
@@ -43,8 +45,9 @@ def metrics_table(rows: dict[str, dict[str, float]], columns: Sequence[str] = TA
 def _train(args: argparse.Namespace) -> None:
     from zoo.training import config_from_args, train
 
-    result = train(config_from_args(args))
-    print(f"\nRetrieval on the unseen test classes of {args.dataset} (run folder: {result['run_dir']}):")
+    config = config_from_args(args)
+    result = train(config)
+    print(f"\nRetrieval on the unseen test classes of {config.dataset} (run folder: {result['run_dir']}):")
     rows = {"raw pixels": result["metrics_raw_pixels"], "ImageNet features (no training)": result["metrics_zero_shot"],
             "untrained": result["metrics_untrained"], "trained": result["metrics"]}
     print(metrics_table({label: metrics for label, metrics in rows.items() if metrics is not None}))
@@ -115,13 +118,26 @@ def _index(args: argparse.Namespace) -> None:
 def _search(args: argparse.Namespace) -> None:
     from zoo import viz
     from zoo.index import Index
+    from zoo.registry import load_model
 
-    index = Index.load(args.index)
+    index = Index.load(args.index, model=load_model(args.model) if args.model else None)
     neighbors = index.search(args.query, args.k)
-    for neighbor in neighbors:
-        print(f"{neighbor.file}\t{neighbor.distance:.4f}\t{neighbor.label if neighbor.label is not None else '-'}")
+    if args.format == "json":
+        print(json.dumps([dataclasses.asdict(neighbor) for neighbor in neighbors], indent=1))
+    else:
+        for neighbor in neighbors:
+            label = neighbor.label if neighbor.label is not None else "-"
+            print(f"{one_line(neighbor.file)}\t{neighbor.distance:.4f}\t{one_line(label)}")
     if args.grid:
         print(f"grid written to {viz.save_png(viz.search_grid(args.query, neighbors, index.label_of(args.query)), args.grid)}", file=sys.stderr)
+
+
+LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def one_line(text: str) -> str:
+    """``text`` with newlines, carriage returns and tabs written ``\\n``, ``\\r``, ``\\t``: one field of one line."""
+    return text.translate(LINE_BREAKS)
 
 
 def _card(args: argparse.Namespace) -> None:
@@ -138,6 +154,17 @@ def _list(args: argparse.Namespace) -> None:
         return
     for name in registry.list_models(args.pattern):
         print(cards.summary_line(name))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (a count or a size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -190,8 +217,8 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     show.add_argument("--dataset", default="digits", help="dataset whose test split is shown")
     show.add_argument("--data-dir", help="the dataset's files (benchmarks, folder)")
     show.add_argument("--out", required=True, help="PNG file of the retrieval grid")
-    show.add_argument("--n-queries", type=int, default=8, help="rows of the grid: queries drawn with --seed")
-    show.add_argument("--k", type=int, default=8, help="nearest neighbours shown per query")
+    show.add_argument("--n-queries", type=positive_int, default=8, help="rows of the grid: queries drawn with --seed")
+    show.add_argument("--k", type=positive_int, default=8, help="nearest neighbours shown per query")
     show.add_argument("--failures", action="store_true", help="draw the queries only among those whose nearest "
                       "neighbour is of another class")
     show.add_argument("--map", help="PNG file of a 2-D map of the embeddings (t-SNE; needs zoo[viz])")
@@ -200,14 +227,18 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     add_model_arguments(index)
     index.add_argument("--images", required=True, help="folder of images (labels: subfolder names)")
     index.add_argument("--out", required=True, help="folder to write the index to")
-    index.add_argument("--batch-size", type=int, default=64, help="images embedded per batch")
+    index.add_argument("--batch-size", type=positive_int, default=64, help="images embedded per batch")
     index.add_argument("--kind", choices=("exact", "hnsw", "ivf"), default="exact",
                        help="exact search, or approximate (faster on large galleries)")
     search = command("search", "the nearest indexed images of a query image")
     search.add_argument("--index", required=True, help="folder written by zoo index")
+    search.add_argument("--model", help=f"{MODEL_HELP}, instead of the one the index names (same weights)")
     search.add_argument("--query", required=True, help="image file")
-    search.add_argument("-k", type=int, default=10, help="neighbours to print, nearest first")
+    search.add_argument("-k", type=positive_int, default=10, help="neighbours to print, nearest first")
     search.add_argument("--grid", help="PNG file of the query and its neighbours")
+    search.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text: one line per neighbour, 'file<TAB>distance<TAB>label' (newlines and tabs in names "
+                        "written \\n and \\t); json: a list of {file, label, distance}, for programs")
     card = command("card", "a registry entry as a readable model card")
     card.add_argument("name", help="registry name, e.g. triplet_digits")
     listing = command("list", "registry entries, one line each")
@@ -224,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(train_arguments=positional[:1] == ["train"]).parse_args(argv)
     try:
         HANDLERS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError) as error:
+    except (ValueError, KeyError, OSError, ImportError) as error:  # OSError: FileNotFoundError, FileExistsError...
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2

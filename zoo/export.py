@@ -9,7 +9,9 @@ discriminators or optimizers):
 - ``serve_images``: images of any size (B, H, W, 3) in [0, 255], resized and centre-cropped by
   :func:`zoo.data.preprocess_for_embedding`, as the evaluation does.
 
-An image with a NaN or infinite pixel gets a NaN embedding, never a plausible-looking vector.
+An image with a NaN or infinite pixel gets a NaN embedding, never a plausible-looking vector, in both
+signatures (``serve_images`` checks the pixels it is given, before resizing and cropping). An empty
+batch, or images of no pixels, are refused with an error that says so.
 """
 
 from __future__ import annotations
@@ -39,10 +41,16 @@ def export_saved_model(model: keras.Model, path: str | Path) -> Path:
     size = int(net.input_shape[1])
     expected = f"(batch, {size}, {size}, 3)"
 
-    def embed(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    def embed(images: tf.Tensor, given: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The embeddings of ``images``, NaN for each image whose ``given`` pixels are not all finite."""
         embeddings = net(images, training=False)
-        finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])
+        finite = tf.reduce_all(tf.math.is_finite(given), axis=[1, 2, 3])
         return {"embeddings": tf.where(finite[:, None], embeddings, tf.constant(float("nan"), embeddings.dtype))}
+
+    def check_not_empty(images: tf.Tensor, signature: str) -> list[tf.Operation]:
+        """Refuse an empty batch or images of no pixels."""
+        message = f"the signature {signature} needs a batch of at least one image of at least 1 x 1 pixels"
+        return [tf.debugging.assert_positive(tf.shape(images)[:3], message=f"{message}, got an empty batch or image")]
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         check = tf.debugging.assert_equal(
@@ -50,8 +58,14 @@ def export_saved_model(model: keras.Model, path: str | Path) -> Path:
             message=f"images must be {expected} float32 in [0, 255]: resize and centre-crop them with "
             "zoo.data.preprocess_for_embedding, or call the signature 'serve_images'",
         )
-        with tf.control_dependencies([check]):
-            return embed(tf.identity(images))
+        with tf.control_dependencies([check, *check_not_empty(images, "serve")]):
+            images = tf.identity(images)
+            return embed(images, images)
+
+    def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        with tf.control_dependencies(check_not_empty(images, "serve_images")):
+            images = tf.identity(images)
+            return embed(preprocess_for_embedding(images, size), images)
 
     archive = keras.export.ExportArchive()
     archive.track(net)
@@ -60,7 +74,7 @@ def export_saved_model(model: keras.Model, path: str | Path) -> Path:
         input_signature=[tf.TensorSpec(shape=(None, size, size, 3), dtype=tf.float32, name="images")],
     )
     archive.add_endpoint(
-        name="serve_images", fn=lambda images: embed(preprocess_for_embedding(images, size)),
+        name="serve_images", fn=serve_images,
         input_signature=[tf.TensorSpec(shape=(None, None, None, 3), dtype=tf.float32, name="images")],
     )
     archive.write_out(str(path), verbose=False)

@@ -15,12 +15,20 @@ with. The distance is the L2 distance between the unit embeddings (as in :mod:`z
 is exact (faiss ``IndexFlatL2``) by default; ``kind="hnsw"`` (graph) or ``kind="ivf"`` (inverted lists)
 are approximate and faster on large galleries. A gallery folder with subfolders labels each image
 with its first subfolder's name (as the ``folder`` dataset does); other images have no label.
+
+A saved index is a folder: ``index.json`` records the sha256 of its other files and of its file and
+label lists, and its image files and ``.keras`` model relative to the folder (the index works from any
+working directory, and after the folder is moved together with its images); :meth:`Index.load`
+refuses, naming the file, an index that is damaged, edited or inconsistent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -38,7 +46,11 @@ from zoo.evaluation import embed_dataset
 KINDS = ("exact", "hnsw", "ivf")
 HNSW_NEIGHBORS = 32  # graph degree M of the HNSW index
 IVF_PROBES = 8  # inverted lists visited per query by the IVF index
-FORMAT = 1  # version of the saved index's index.json
+FORMAT = 2  # version of the saved index's index.json (2: sha256 of every file and list, counts, relative paths)
+# What faiss must hand back for each kind: the index class, and the class of its vector storage or coarse quantizer.
+FAISS_TYPES = {"exact": ("IndexFlat", None), "hnsw": ("IndexHNSWFlat", "IndexFlat"),
+               "ivf": ("IndexIVFFlat", "IndexFlat")}
+ON_DISK_LISTS = b"ilod"  # faiss' fourcc of on-disk inverted lists: reading them maps another file into memory
 
 
 @dataclass(frozen=True)
@@ -231,28 +243,43 @@ class Index:
         return [Neighbor(self.files[p], self.labels[p], math.sqrt(max(d, 0.0))) for p, d in found]
 
     def save(self, path: str | Path) -> Path:
-        """Write the index into the folder ``path``: ``index.json``, ``embeddings.npy`` and ``vectors.faiss``."""
+        """Write the index into the folder ``path``: ``embeddings.npy``, ``vectors.faiss`` and ``index.json``.
+
+        ``index.json`` (written last) records the model, the count and dimension of the embeddings and the
+        sha256 of each file and of the file and label lists, which :meth:`load` checks. The image files and a
+        ``.keras`` model are recorded relative to the index folder, so that the index works from any working
+        directory and after the folder is moved together with them.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"format": FORMAT, "model": self.model_name, "weights_sha256": self.weights_sha256, "kind": self.kind,
-                "input_size": registry.model_input_size(self.model), "files": self.files, "labels": self.labels}
-        (path / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
         np.save(path / "embeddings.npy", self.embeddings)
         faiss.write_index(self._vectors, str(path / "vectors.faiss"))
+        model = _relative_to(path, self.model_name) if self.model_name.endswith(".keras") else self.model_name
+        meta = {"format": FORMAT, "model": model, "weights_sha256": self.weights_sha256, "kind": self.kind,
+                "input_size": registry.model_input_size(self.model), "count": len(self),
+                "dimension": int(self.embeddings.shape[1]), "files": [_relative_to(path, file) for file in self.files],
+                "labels": self.labels}
+        meta["sha256"] = {**{name: registry.sha256_of(path / name) for name in INDEX_FILES},
+                          **{part: _json_sha256(meta[part]) for part in INDEX_PARTS}}
+        (path / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path, model: keras.Model | None = None) -> Index:
         """Reload a saved index, with ``model`` or else the model it names (registry name or ``.keras`` file).
 
+        Every file is checked before it is used (:func:`read_index_files`). The image files (and a ``.keras``
+        model) are found from the index folder (:meth:`save`): ``files`` are ``path`` joined with them.
+
         Raises:
             FileNotFoundError: not a saved index.
-            ValueError: the model's weights are not those the gallery was embedded with.
+            ValueError: a damaged or edited file of the index (named), or the model's weights are not
+                those the gallery was embedded with.
         """
         path = Path(path)
-        if not (path / "index.json").is_file():
-            raise FileNotFoundError(f"{path} is not a saved index (no {path / 'index.json'})")
-        meta = json.loads((path / "index.json").read_text())
+        meta, embeddings, vectors = read_index_files(path)
+        if meta["model"].endswith(".keras"):
+            meta["model"] = _from_folder(path, meta["model"])
         if model is None:
             try:
                 model = registry.load_model(meta["model"])
@@ -268,5 +295,129 @@ class Index:
                 f"this model's weights have sha256 {fingerprint}: rebuild the index with this model "
                 "(zoo index) or load it with the model it was built with"
             )
-        return cls(model, meta["files"], meta["labels"], np.load(path / "embeddings.npy"), model_name=meta["model"],
-                   kind=meta["kind"], vectors=faiss.read_index(str(path / "vectors.faiss")))
+        files = [_from_folder(path, file) for file in meta["files"]]
+        return cls(model, files, meta["labels"], embeddings, model_name=meta["model"], kind=meta["kind"],
+                   vectors=vectors)
+
+
+def _relative_to(folder: Path, file: str) -> str:
+    """``file`` as a path relative to ``folder`` (absolute where there is none, e.g. another drive)."""
+    try:
+        return os.path.relpath(os.path.abspath(file), os.path.abspath(folder))
+    except ValueError:
+        return os.path.abspath(file)
+
+
+def _from_folder(folder: Path, file: str) -> str:
+    """A path that :func:`_relative_to` wrote, as seen from the working directory (an absolute one unchanged)."""
+    return os.path.normpath(os.path.join(folder, file))
+
+
+INDEX_FILES = ("embeddings.npy", "vectors.faiss")  # the files of a saved index beside its index.json
+INDEX_PARTS = ("files", "labels")  # the lists inside index.json that its sha256 record covers too
+_META_TYPES = {"format": int, "model": str, "weights_sha256": str, "kind": str, "count": int, "dimension": int,
+               "files": list, "labels": list, "sha256": dict}
+
+
+def _json_sha256(value: object) -> str:
+    """sha256 of ``value``'s JSON text (how index.json's lists are checked)."""
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
+
+
+def _read_checked(path: Path, expected_sha256: str) -> bytes:
+    """The bytes of ``path``, refused unless their sha256 is the one ``index.json`` records."""
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise ValueError(f"{path} is damaged or was changed after the index was saved: sha256 {actual}, "
+                         f"index.json records {expected_sha256}; rebuild the index (zoo index)")
+    return data
+
+
+def _read_meta(path: Path) -> dict:
+    """``index.json`` of the index folder ``path``, its fields and the sha256 of its lists checked."""
+    meta_file = path / "index.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"{path} is not a saved index (no {meta_file})")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{meta_file} cannot be read: {error}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_file} holds a {type(meta).__name__}, not an index description")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_file} is of format {meta.get('format')!r}, this zoo reads format {FORMAT} "
+                         "(which checks every file): rebuild the index (zoo index)")
+    wrong = [name for name, kind in _META_TYPES.items() if not isinstance(meta.get(name), kind)]
+    if wrong:
+        raise ValueError(f"{meta_file} lacks or mistypes the fields {', '.join(wrong)}: rebuild the index (zoo index)")
+    for part in INDEX_PARTS:
+        if meta["sha256"].get(part) != _json_sha256(meta[part]):
+            raise ValueError(f"{meta_file}: its {part} list was changed after the index was saved (its sha256 is "
+                             "not the recorded one); rebuild the index (zoo index)")
+    if not len(meta["files"]) == len(meta["labels"]) == meta["count"]:
+        raise ValueError(f"{meta_file} lists {len(meta['files'])} files and {len(meta['labels'])} labels for "
+                         f"{meta['count']} embeddings")
+    if meta["kind"] not in KINDS:
+        raise ValueError(f"{meta_file}: unknown index kind {meta['kind']!r}")
+    return meta
+
+
+def _read_vectors(file: Path, data: bytes, kind: str) -> faiss.Index:
+    """The faiss index in ``data`` (the bytes of ``file``), read read-only and checked to be of ``kind``.
+
+    On-disk inverted lists (which would map another file into memory) are refused before faiss reads anything.
+    """
+    if ON_DISK_LISTS in data:  # never in the unit vectors and small ids of the indexes the zoo writes
+        raise ValueError(f"{file} holds on-disk inverted lists (a reference to another file): refused")
+    reader = faiss.VectorIOReader()
+    faiss.copy_array_to_vector(np.frombuffer(data, np.uint8), reader.data)
+    try:
+        vectors = faiss.read_index(reader, faiss.IO_FLAG_READ_ONLY)  # of its own class (faiss downcasts)
+    except RuntimeError as error:
+        raise ValueError(f"{file} is not a readable faiss index: {str(error).strip().splitlines()[-1]}") from None
+    outer, inner = FAISS_TYPES[kind]
+    parts = [vectors]
+    for attribute in ("storage", "quantizer"):  # HNSW's vector storage, IVF's coarse quantizer
+        if hasattr(vectors, attribute) and getattr(vectors, attribute) is not None:
+            parts.append(faiss.downcast_index(getattr(vectors, attribute)))
+    expected = [getattr(faiss, outer)] + ([getattr(faiss, inner)] if inner else [])
+    lists = faiss.downcast_InvertedLists(vectors.invlists) if hasattr(vectors, "invlists") else None
+    if (len(parts) != len(expected) or not all(map(isinstance, parts, expected))
+            or any(part.metric_type != faiss.METRIC_L2 for part in parts)
+            or (lists is not None and not isinstance(lists, faiss.ArrayInvertedLists))):
+        found = " over ".join(type(part).__name__ for part in parts)
+        raise ValueError(f"{file} holds a faiss {found}, not the L2 {kind} index that index.json names")
+    return vectors
+
+
+def read_index_files(path: Path) -> tuple[dict, np.ndarray, faiss.Index]:
+    """``index.json``, the embeddings and the faiss index of a saved index, each checked before it is used.
+
+    Checked: ``index.json``'s fields and the sha256 of its file and label lists; the sha256 of ``embeddings.npy``
+    and ``vectors.faiss``; that the embeddings are float32 (count, dimension) and the faiss index an L2 index of
+    the recorded kind holding as many vectors of that dimension, with no on-disk inverted lists.
+
+    Raises:
+        FileNotFoundError: not a saved index, or one of its files is missing.
+        ValueError: a damaged, edited or inconsistent file, named.
+    """
+    meta = _read_meta(path)
+    shape = (meta["count"], meta["dimension"])
+    missing = [name for name in INDEX_FILES if not (path / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"index {path} lacks {', '.join(missing)}: rebuild it (zoo index)")
+    file = path / "embeddings.npy"
+    data = _read_checked(file, meta["sha256"].get(file.name, ""))
+    try:
+        embeddings = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{file} cannot be read: {error}") from None
+    if embeddings.dtype != np.float32 or embeddings.shape != shape:
+        raise ValueError(f"{file} holds {embeddings.dtype} {embeddings.shape}, index.json records float32 {shape}")
+    file = path / "vectors.faiss"
+    vectors = _read_vectors(file, _read_checked(file, meta["sha256"].get(file.name, "")), meta["kind"])
+    if (vectors.ntotal, vectors.d) != shape:
+        raise ValueError(f"{file} holds {vectors.ntotal} vectors of dimension {vectors.d}, index.json records "
+                         f"{shape[0]} of dimension {shape[1]}")
+    return meta, embeddings, vectors

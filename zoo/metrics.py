@@ -642,8 +642,8 @@ def gpu_resources(use_gpu: bool) -> "faiss.StandardGpuResources | None":
         return None
     if faiss.get_num_gpus() == 0:
         raise RuntimeError(
-            "use_gpu=True needs faiss built with GPU support (faiss-gpu) and a visible GPU; "
-            "faiss.get_num_gpus() is 0"
+            "use_gpu=True needs faiss built with GPU support and a visible GPU; faiss.get_num_gpus() is 0. "
+            "The [gpu] extra brings TensorFlow with CUDA, not faiss: pip uninstall faiss-cpu && pip install faiss-gpu"
         )
     return faiss.StandardGpuResources()
 

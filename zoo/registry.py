@@ -346,11 +346,19 @@ def zero_shot_spec(backbone: str, input_size: int | None = None) -> str:
 def load_model(spec: str) -> keras.Model:
     """A model from a registry name (:func:`load`), a saved ``.keras`` file, or ``BACKBONE@SIZE``: the backbone's
     pooled ImageNet features at SIZE px without training (:func:`zoo.backbones.build_feature_net`, the zero-shot
-    baseline); its ``zoo_name`` is ``spec``."""
+    baseline); its ``zoo_name`` is ``spec``.
+
+    Raises:
+        KeyError: unknown name. FileNotFoundError: no such file. ValueError (:class:`WeightsError` for
+        registry weights): a damaged file, or a malformed ``BACKBONE@SIZE``, named.
+    """
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"model file {spec} does not exist")
-        model = keras.models.load_model(spec)
+        try:
+            model = keras.models.load_model(spec)
+        except Exception as error:  # zipfile, h5py and keras raise many kinds for a damaged or crafted file
+            raise ValueError(f"model file {spec} cannot be loaded (damaged, or not a Keras model): {error}") from error
     elif spec.partition("@")[0] in BACKBONES:
         backbone, _, size = spec.partition("@")
         if not size.isdigit() or int(size) < 1:

@@ -58,8 +58,10 @@ RECALL_KS = {"sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50)}
 DEFAULT_RECALL_KS = (1, 2, 4, 8)
 # What a run folder holds once a run has started in it.
 RUN_FILES = ("config.json", "metrics_untrained.json", "metrics_raw_pixels.json", "history.jsonl", "backup")
-# TrainConfig fields a resumed run may change: they change neither the model nor its training.
-RESUMABLE_FIELDS = ("epochs", "resume", "command", "publish_as", "force", "data_dir", "eval_every", "eval_batch_size")
+# TrainConfig fields a resumed run may change: they change neither the model nor its training (run_dir: where the
+# run folder is now, after a copy or a move).
+RESUMABLE_FIELDS = ("epochs", "resume", "command", "publish_as", "force", "data_dir", "eval_every", "eval_batch_size",
+                    "run_dir")
 
 
 @dataclass
@@ -109,9 +111,19 @@ class TrainConfig:
             self.recall_ks = RECALL_KS.get(self.dataset, DEFAULT_RECALL_KS)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {STRATEGIES}")
-        for name in ("epochs", "classes_per_batch", "images_per_class", "eval_every", "embedding_dim", "input_size"):
+        for name in ("epochs", "classes_per_batch", "images_per_class", "eval_every", "embedding_dim", "input_size",
+                     "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate (--lr) must be a positive number, got {self.learning_rate}")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0 (None: none), got {self.weight_decay}")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, got {tuple(self.crop_scale)}")
+        if any(k < 1 for k in (*self.recall_ks, *self.precision_ks)):
+            raise ValueError(f"recall_ks and precision_ks must be >= 1, got {self.recall_ks} and {self.precision_ks}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1 (None: one pass over the set), got {self.steps_per_epoch}")
 
@@ -221,10 +233,7 @@ def check_run_folder(config: TrainConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.json"
     if not saved_path.exists():
         return
-    try:
-        saved = json.loads(saved_path.read_text())
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the run's configuration {saved_path}: {error}") from None
+    saved = read_json(saved_path, "the run's configuration")
     current = json.loads(json.dumps(dataclasses.asdict(config)))
     differences = [
         f"{name}: {saved[name]!r} in the run, {value!r} now"
@@ -237,6 +246,21 @@ def check_run_folder(config: TrainConfig, run_dir: Path) -> None:
             + "; ".join(differences)
             + f". Resume with the run's settings (it was started by: {saved.get('command')}) or choose another run_dir"
         )
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (``what`` it holds, for the error).
+
+    Raises:
+        ValueError: the file cannot be read or holds no JSON object; the message names it.
+    """
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {what} {path}: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"cannot read {what} {path}: it holds a {type(value).__name__}, not a JSON object")
+    return value
 
 
 def check_publishable(model: keras.Model, metrics: dict[str, float], untrained: dict[str, float], force: bool) -> None:
@@ -306,7 +330,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     for name, baseline in measured:
         path = run_dir / f"metrics_{name}.json"
         if config.resume and path.exists():
-            baselines[name] = json.loads(path.read_text())
+            baselines[name] = read_json(path, f"the run's {name} metrics")
         else:
             baselines[name] = measure(baseline, queries, gallery, config)
             _write_json(path, baselines[name])
@@ -360,20 +384,25 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
             "metrics_zero_shot": baselines.get("zero_shot"), "run_dir": str(run_dir)}
 
 
-def remeasure_published(name: str) -> dict[str, dict[str, float]]:
-    """Measure published entry ``name`` again with the current evaluation code, its weights unchanged, and rewrite
-    the metrics of its card (after a change to ``zoo.metrics``); returns the new ``metrics`` and ``metrics_untrained``.
+def measure_published(name: str) -> dict[str, dict[str, float]]:
+    """The ``metrics`` and ``metrics_untrained`` of published entry ``name``, measured now by the current code.
 
-    The untrained model is the one :func:`train` measured: the preset's configuration built after the same seed.
+    The untrained model is the one :func:`train` measured: the preset's configuration built right after the
+    same seed and data loading, before anything else draws random numbers (the published weights' model too).
     """
     config = config_from_preset(name)
     keras.utils.set_random_seed(config.seed)
     train_set = load_dataset(config.dataset, "train", config.data_dir, **config.dataset_options)
     queries, gallery = evaluation_sets(config)
-    measured = {
-        "metrics": measure(registry.load(name), queries, gallery, config),
-        "metrics_untrained": measure(build_and_compile(config, train_set.num_classes), queries, gallery, config),
-    }
+    untrained = build_and_compile(config, train_set.num_classes)
+    return {"metrics": measure(registry.load(name), queries, gallery, config),
+            "metrics_untrained": measure(untrained, queries, gallery, config)}
+
+
+def remeasure_published(name: str) -> dict[str, dict[str, float]]:
+    """Measure published entry ``name`` again with the current evaluation code, its weights unchanged, and rewrite
+    the metrics of its card (after a change to ``zoo.metrics``); returns :func:`measure_published`'s metrics."""
+    measured = measure_published(name)
     card_file = registry.card_path(name)
     card = json.loads(card_file.read_text())
     card.update({key: {k: round(float(v), 4) for k, v in values.items()} for key, values in measured.items()})
@@ -404,7 +433,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
         parser.add_argument("--method", default="triplet", choices=METHOD_NAMES, help="training method")
     else:
         parser.set_defaults(method=method)
-    parser.add_argument("--dataset", default="glyphs", help=f"training and test data: {', '.join(DATASETS)}")
+    parser.add_argument("--dataset", help=f"training and test data: {', '.join(DATASETS)} (default: the preset's, "
+                        "else glyphs)")
     parser.add_argument("--data-dir", help="folder holding the benchmark's official files; for folder: your images")
     parser.add_argument("--preset", help="registry entry to start from (default: <method>_<dataset> if it exists)")
     parser.add_argument("--epochs", type=int)
@@ -463,17 +493,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     ``--backbone`` or a real-image dataset (your ``folder``, ``icons``) the ImageNet protocol ``<method>_lite0_icons``;
     else ``<method>_<dataset>``."""
     method = args.method
-    imagenet = args.backbone in efficientnet_lite.VARIANTS or (args.backbone is None
-                                                               and args.dataset in REAL_IMAGE_DATASETS)
-    preset = args.preset or (f"{method}_lite0_icons" if imagenet else f"{method}_{args.dataset}")
+    named = args.dataset or TrainConfig.dataset
+    imagenet = args.backbone in efficientnet_lite.VARIANTS or (args.backbone is None and named in REAL_IMAGE_DATASETS)
+    preset = args.preset or (f"{method}_lite0_icons" if imagenet else f"{method}_{named}")
     has_preset = preset in registry.list_models()
     if args.preset and not has_preset:
         registry.get_entry(args.preset)  # raises with close-name suggestions
     config = config_from_preset(preset) if has_preset else TrainConfig(method=method, run_dir=f"runs/{preset}")
-    overrides: dict[str, Any] = {"dataset": args.dataset, "command": command_line(sys.argv)}
-    if args.dataset != config.dataset:
+    dataset = args.dataset or config.dataset  # --preset alone trains on the preset's dataset
+    overrides: dict[str, Any] = {"dataset": dataset, "command": command_line(sys.argv)}
+    if dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
-        overrides["run_dir"] = f"runs/{method}_{args.dataset}"
+        overrides["run_dir"] = f"runs/{method}_{dataset}"
     for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "train_blocks", "embedding_dim", "input_size",
                  "classes_per_batch", "images_per_class", "augmentation", "learning_rate", "eval_every", "run_dir", "seed",
                  "strategy", "publish_as"):

@@ -5,8 +5,9 @@ max-pool after the first three blocks, global average pooling, linear to D, L2 n
 standardised inputs) from scratch on the same batches: every batch is drawn once by the zoo's P x K
 pipeline (same sampler, same augmentation, same seed) and fed to both. Adam at the same rate, the same
 number of steps. Retrieval on the unseen test classes is measured by ``zoo.metrics.evaluate`` (PML's
-conventions) on the center-cropped test images. Reports MAP@R (and P@1) as mean +- std over the seeds, and
-the training seconds per epoch of each library (the batches are prepared before the clock starts).
+conventions) on the center-cropped test images. Reports MAP@R (and P@1) as mean +- population standard
+deviation (ddof 0) over the seeds, and the training seconds per epoch of each library (the batches are prepared
+before the clock starts).
 
 Needs the optional peer environment: ``pip install -e ".[peer]"`` (CPU torch and pytorch-metric-learning).
 

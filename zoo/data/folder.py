@@ -5,7 +5,10 @@
 
 Images are any format ``tf.io.decode_image`` reads (PNG, JPEG, GIF, BMP; mixed freely), recognised by
 their suffix (:data:`IMAGE_SUFFIXES`). Every image is decoded once when the set is loaded, so an unreadable
-file is reported by name before training starts, not in the middle of an epoch.
+file is reported by name before training starts, not in the middle of an epoch. An image of more than
+:data:`MAX_PIXELS` pixels (width x height, read from its header before anything is decoded) is refused
+by name: a small file can decode to gigabytes. ``$ZOO_MAX_PIXELS`` sets another limit (PIL's own
+decompression-bomb limit, ``2 * PIL.Image.MAX_IMAGE_PIXELS``, still applies).
 
 Zero-shot split by class, as the benchmarks: without a split file, a ``test_fraction`` of the classes,
 drawn with ``seed``, are the test classes and the others train. A split file says it instead: a CSV of
@@ -23,10 +26,13 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from zoo.data import ImageSet, build_image_set
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+MAX_PIXELS = 50_000_000  # default limit of width x height: a 50-megapixel photo, 150 MB decoded as RGB bytes
+MAX_PIXELS_VARIABLE = "ZOO_MAX_PIXELS"  # the environment variable that overrides it
 SPLIT_FILE = "split.csv"
 SPLIT_NAMES = ("train", "test")
 
@@ -58,11 +64,14 @@ def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
         without a third column.
 
     Raises:
-        ValueError: a row without a label, or with a split column on some rows only.
+        ValueError: not a text CSV, a row without a label, or with a split column on some rows only.
     """
     path = Path(path)
-    with open(path, newline="") as stream:
-        rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    try:
+        with open(path, newline="") as stream:
+            rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a text CSV of rows 'path,label': {error}") from None
     if rows and rows[0][0].strip().lower() == "path":
         rows = rows[1:]
     if not rows:
@@ -73,15 +82,54 @@ def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
         raise ValueError(f"{path}: every row must be 'path,label' or every row 'path,label,split'; row {bad} is not")
     paths = [str(path.parent / row[0].strip()) for row in rows]
     labels = [row[1].strip() for row in rows]
+    unlabelled = [paths[i] for i, label in enumerate(labels) if not label]
+    if unlabelled:
+        raise ValueError(f"{path}: {len(unlabelled)} rows have an empty label: {', '.join(unlabelled[:10])}")
     splits = [row[2].strip() for row in rows] if widths == {3} else None
     return paths, labels, splits
 
 
+def max_pixels() -> int:
+    """The decoded-pixel limit of one image: ``$ZOO_MAX_PIXELS`` if set, else :data:`MAX_PIXELS`.
+
+    Raises:
+        ValueError: ``$ZOO_MAX_PIXELS`` is not a positive integer.
+    """
+    value = os.environ.get(MAX_PIXELS_VARIABLE, str(MAX_PIXELS))
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ValueError(f"${MAX_PIXELS_VARIABLE} must be a positive number of pixels, got {value!r}")
+    return limit
+
+
+def _too_large(path: str, limit: int) -> str | None:
+    """Why ``path`` is refused when its header says it has more than ``limit`` pixels (None: it has not)."""
+    try:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+    except Image.DecompressionBombError:  # above PIL's own limit, which it checks before saying the size
+        return (f"{path} (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, PIL's decompression-bomb limit; the "
+                f"zoo's limit is {limit:,}, ${MAX_PIXELS_VARIABLE})")
+    except Exception:  # not an image PIL reads: tf.io.decode_image decides
+        return None
+    if width * height <= limit:
+        return None
+    return (f"{path} ({width} x {height} = {width * height:,} pixels, above the limit of {limit:,}; "
+            f"${MAX_PIXELS_VARIABLE} raises it)")
+
+
 @lru_cache(maxsize=8)
-def _unreadable(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> tuple[str, ...]:
-    """The files of ``paths`` that ``tf.io.decode_image`` cannot read, each with the reason (cached per stamp)."""
+def _unreadable(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...], limit: int) -> tuple[str, ...]:
+    """The files of ``paths`` that are too large or that ``tf.io.decode_image`` cannot read, each with the reason
+    (cached per stamp)."""
 
     def problem(path: str) -> str | None:
+        too_large = _too_large(path, limit)
+        if too_large:
+            return too_large
         try:
             tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         except tf.errors.OpError as error:
@@ -93,19 +141,21 @@ def _unreadable(paths: tuple[str, ...], stamps: tuple[tuple[int, int], ...]) -> 
 
 
 def check_readable(paths: list[str] | tuple[str, ...]) -> None:
-    """Decode every image once; raise naming every file that does not decode.
+    """Decode every image once; raise naming every file that does not decode or has more than
+    :func:`max_pixels` pixels (refused before it is decoded).
 
     Raises:
-        FileNotFoundError: a file is missing. ValueError: files that do not decode, listed.
+        FileNotFoundError: a file is missing. ValueError: files that do not decode or are too large, listed.
     """
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         raise FileNotFoundError(f"{len(missing)} image files do not exist: {', '.join(missing[:20])}")
     stamps = tuple((os.stat(path).st_mtime_ns, os.stat(path).st_size) for path in paths)
-    bad = _unreadable(tuple(paths), stamps)
+    bad = _unreadable(tuple(paths), stamps, max_pixels())
     if bad:
         listed = "\n  ".join(bad[:50]) + ("\n  ..." if len(bad) > 50 else "")
-        raise ValueError(f"{len(bad)} of {len(paths)} images cannot be decoded (tf.io.decode_image):\n  {listed}")
+        raise ValueError(f"{len(bad)} of {len(paths)} images cannot be decoded (tf.io.decode_image) or are too "
+                         f"large:\n  {listed}")
 
 
 def _read_split_file(path: Path, classes: list[str]) -> dict[str, str]:
