@@ -169,3 +169,58 @@ def test_plot_writes_a_png(tmp_path):
     sweep = threshold_sweep(DISTANCES, CORRECT, KNOWN)
     path = calibration.plot_sweep(sweep, choose_cutpoints(sweep, {"precision": 0.7}), tmp_path / "calibration.png")
     assert Image.open(path).size == (700, 450)
+
+
+# ---- zoo calibrate / zoo search --threshold on image folders ---------------------------------------------
+
+def test_cli_calibrate_saves_the_thresholds_and_search_answers_no_match(tmp_path, capsys):
+    from image_folders import make_class_folder
+
+    from zoo import cli
+    from zoo.index import embed_files
+
+    gallery = make_class_folder(tmp_path / "gallery", classes=4, per_class=4)
+    queries = make_class_folder(tmp_path / "queries", classes=6, per_class=3, seed=1)  # class_4, class_5 unseen
+    out = str(tmp_path / "photos.index")
+    assert cli.main(["index", "--model", "triplet_digits", "--images", str(gallery), "--out", out]) == 0
+    query = str(queries / "class_1" / "img_0.png")
+    assert cli.main(["search", "--index", out, "--query", query, "--threshold", "optimal"]) == 2
+    assert "threshold 'optimal' needs a calibrated index" in capsys.readouterr().err
+    plot = tmp_path / "calibration.png"
+    argv = ["calibrate", "--index", out, "--images", str(queries), "--target-precision", "0.9", "--plot", str(plot)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("calibrated on 18 images of") and "(6 of classes not in the index)" in printed[0]
+    assert [line.split()[0] for line in printed[1:]] == ["cutpoint", "optimal", "0.9"] and plot.is_file()
+    # the same thresholds from the embeddings: each query's nearest gallery image, brute force
+    index = Index.load(out)
+    files, labels = zip(*[(str(f), f.parent.name) for f in sorted(queries.rglob("*.*"))])
+    distances = np.linalg.norm(embed_files(index.model, files)[:, None] - index.embeddings[None], axis=2)
+    nearest = distances.argmin(axis=1)
+    sweep = threshold_sweep(distances.min(axis=1), [index.labels[n] == label for n, label in zip(nearest, labels)],
+                            [label in index.labels for label in labels])
+    expected = choose_cutpoints(sweep, {"precision": 0.9})
+    for name in ("optimal", "0.9"):
+        assert index.calibration["cutpoints"][name] == pytest.approx(expected[name], abs=1e-5)
+    # zoo search --threshold: the neighbours within it, or "no match"
+    assert cli.main(["search", "--index", out, "--query", query, "--threshold", "0", "-k", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("no match (the nearest, ") and "threshold: distance 0.0000" in captured.err
+    assert cli.main(["search", "--index", out, "--query", query, "--threshold", "0.9", "-k", "16"]) == 0
+    captured = capsys.readouterr()
+    shown = [float(line.split("\t")[1]) for line in captured.out.splitlines()]
+    limit = index.calibration["cutpoints"]["0.9"]["distance"]
+    assert "cutpoint '0.9'" in captured.err and all(d <= limit for d in shown)
+    assert len(shown) == int((distances[files.index(query)] <= limit + 1e-6).sum())
+
+
+def test_calibrating_on_the_gallery_itself_leaves_each_image_out(tmp_path):
+    from image_folders import make_class_folder
+
+    import zoo
+
+    gallery = make_class_folder(tmp_path / "gallery", classes=3, per_class=3)
+    index = Index.from_images(zoo.load("triplet_digits"), gallery, progress=False)
+    nearest = index.nearest_others(index.files)
+    assert all(n.file != file and n.distance > 0 for n, file in zip(nearest, index.files))
+    assert index.calibrate(gallery).num_unseen == 0

@@ -8,6 +8,8 @@
     zoo show --model triplet_digits --dataset digits --out grid.png --map map.png [--failures]
     zoo index --model triplet_digits --images photos/ --out photos.index
     zoo search --index photos.index --query photo.png -k 10 [--grid result.png]
+    zoo calibrate --index photos.index --images calibration/ --target-precision 0.95 [--plot calibration.png]
+    zoo search --index photos.index --query photo.png --threshold optimal   # or 0.95 (a target), or a distance
     zoo card triplet_digits
     zoo list
     zoo list --markdown
@@ -106,10 +108,41 @@ def _search(args: argparse.Namespace) -> None:
 
     index = Index.load(args.index)
     neighbors = index.search(args.query, args.k)
-    for neighbor in neighbors:
+    shown = neighbors if args.threshold is None else _within_threshold(index, neighbors, args.threshold)
+    for neighbor in shown:
         print(f"{neighbor.file}\t{neighbor.distance:.4f}\t{neighbor.label if neighbor.label is not None else '-'}")
-    if args.grid:
+    if args.grid:  # the k nearest, whatever the threshold
         print(f"grid written to {viz.save_png(viz.search_grid(args.query, neighbors, index.label_of(args.query)), args.grid)}", file=sys.stderr)
+
+
+def _within_threshold(index, neighbors: list, threshold: str) -> list:
+    """The neighbours within a threshold (a cutpoint's name or a distance); prints "no match" without any."""
+    from zoo.calibration import resolve_threshold
+
+    cutpoints = None if index.calibration is None else index.calibration["cutpoints"]
+    distance = resolve_threshold(cutpoints, threshold)
+    named = f"cutpoint {threshold!r}, " if cutpoints and threshold in cutpoints else ""
+    print(f"threshold: {named}distance {distance:.4f}", file=sys.stderr)
+    within = [neighbor for neighbor in neighbors if neighbor.distance <= distance]
+    if not within:
+        print(f"no match (the nearest, {neighbors[0].file}, is at {neighbors[0].distance:.4f})")
+    return within
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from zoo import calibration
+    from zoo.index import Index
+
+    index = Index.load(args.index)
+    targets = {"precision": args.target_precision} if args.target_precision is not None else None
+    sweep = index.calibrate(args.images, targets=targets, metric=args.metric)
+    index.save(args.index)
+    print(f"calibrated on {sweep.num_queries} images of {args.images} ({sweep.num_unseen} of classes not in the "
+          f"index), saved in {args.index}:")
+    print(calibration.cutpoints_table(index.calibration["cutpoints"]))
+    if args.plot:
+        print(f"plot written to {calibration.plot_sweep(sweep, index.calibration['cutpoints'], args.plot)}",
+              file=sys.stderr)
 
 
 def _card(args: argparse.Namespace) -> None:
@@ -138,7 +171,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "export": _export, "show": _show, "index": _index,
-            "search": _search, "card": _card, "list": _list}
+            "search": _search, "calibrate": _calibrate, "card": _card, "list": _list}
 MODEL_HELP = "registry name (zoo list) or a .keras file"
 
 
@@ -187,6 +220,17 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     search.add_argument("--query", required=True, help="image file")
     search.add_argument("-k", type=int, default=10, help="neighbours to print, nearest first")
     search.add_argument("--grid", help="PNG file of the query and its neighbours")
+    search.add_argument("--threshold", help="print only the neighbours within it (else 'no match'): a calibrated "
+                        "cutpoint ('optimal', or a target such as 0.95; zoo calibrate) or an L2 distance")
+    calibrate = command("calibrate", "measure match thresholds of an index on labelled images (saved with it)")
+    calibrate.add_argument("--index", required=True, help="folder written by zoo index")
+    calibrate.add_argument("--images", required=True, help="folder of labelled images, one subfolder per class "
+                           "(include classes that are not in the index: they should get 'no match')")
+    calibrate.add_argument("--target-precision", type=float, help="also keep the largest threshold with this "
+                           "precision (cutpoint named after it, e.g. 0.95)")
+    calibrate.add_argument("--metric", choices=("f1", "precision", "recall", "rejection"), default="f1",
+                           help="what the 'optimal' threshold maximises")
+    calibrate.add_argument("--plot", help="PNG file of precision and recall against the threshold")
     card = command("card", "a registry entry as a readable model card")
     card.add_argument("name", help="registry name, e.g. triplet_digits")
     listing = command("list", "registry entries, one line each")
