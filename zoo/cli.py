@@ -4,6 +4,7 @@
     zoo train --method triplet --dataset digits --resume
     zoo train --dataset folder --data-dir photos/      # your own images, one subfolder per class
     zoo evaluate --model triplet_digits --dataset digits
+    zoo evaluate --model triplet_digits --queries queries/ --gallery gallery/   # or --queries data.csv (is_query)
     zoo export --model triplet_digits --out exported/triplet_digits
     zoo show --model triplet_digits --dataset digits --out grid.png --map map.png [--failures]
     zoo index --model triplet_digits --images photos/ --out photos.index
@@ -50,13 +51,20 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from zoo.data.folder import load_query_gallery
     from zoo.evaluation import evaluation_sets, measure
     from zoo.registry import load_model, model_input_size
     from zoo.training import TrainConfig
 
     model = load_model(args.model)
     config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=model_input_size(model))
-    queries, gallery = evaluation_sets(config)
+    if args.queries:
+        queries, gallery = load_query_gallery(args.queries, args.gallery)
+        print(f"{len(queries)} queries against a gallery of {len(gallery)} images", file=sys.stderr)
+    elif args.gallery:
+        raise ValueError("--gallery needs --queries")
+    else:
+        queries, gallery = evaluation_sets(config)
     print(metrics_table({args.model: measure(model, queries, gallery, config)}))
 
 
@@ -194,6 +202,9 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help=MODEL_HELP)
     evaluate.add_argument("--dataset", default="digits", help="dataset whose test split is measured")
     evaluate.add_argument("--data-dir", help="the dataset's files (benchmarks, folder)")
+    evaluate.add_argument("--queries", help="instead of a dataset: query images (class folder or CSV), or a CSV "
+                          "with is_query and is_gallery columns")
+    evaluate.add_argument("--gallery", help="the gallery the queries retrieve from (class folder or CSV)")
     export = command("export", "export a model as a TensorFlow SavedModel")
     export.add_argument("--model", required=True, help=MODEL_HELP)
     export.add_argument("--out", required=True, help="output folder")
