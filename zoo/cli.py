@@ -6,6 +6,8 @@
     zoo evaluate --model triplet_digits --dataset digits
     zoo evaluate --model triplet_digits --queries queries/ --gallery gallery/   # or --queries data.csv (is_query)
     zoo export --model triplet_digits --out exported/triplet_digits
+    zoo export --model triplet_digits --format tflite [--quantize] --out triplet_digits.tflite
+    zoo export --index photos.index --out exported/photos     # model, vectors, labels, thresholds: match signature
     zoo show --model triplet_digits --dataset digits --out grid.png --map map.png [--failures]
     zoo index --model triplet_digits --images photos/ --out photos.index
     zoo search --index photos.index --query photo.png -k 10 [--grid result.png]
@@ -69,11 +71,29 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from zoo.export import export_saved_model
+    from zoo import export
     from zoo.registry import load_model
 
-    path = export_saved_model(load_model(args.model), args.out)
-    print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> 'embeddings')")
+    if (args.model is None) == (args.index is None):
+        raise ValueError("give --model (a model) or --index (an index with its model), not both")
+    if args.quantize and args.format != "tflite":
+        raise ValueError("--quantize applies to --format tflite")
+    if args.index:
+        from zoo.index import Index
+
+        index = Index.load(args.index)
+        path = export.export_index(index, args.out, tflite=args.format == "tflite", quantize=args.quantize)
+        thresholds = ", ".join(index.calibration["cutpoints"]) if index.calibration else "none (not calibrated)"
+        print(f"index of {len(index)} images written to {path}: saved_model/ (signatures 'serve', 'serve_images', "
+              f"'match'), index.json (thresholds: {thresholds}), embeddings.npy"
+              + (", model.tflite" if args.format == "tflite" else ""))
+    elif args.format == "tflite":
+        path = export.export_tflite(load_model(args.model), args.out, quantize=args.quantize)
+        print(f"TFLite model written to {path} ({'int8 dynamic-range' if args.quantize else 'float32'}; signature "
+              f"'serve': images float32 [0, 255] at the model's size -> 'embeddings')")
+    else:
+        path = export.export_saved_model(load_model(args.model), args.out)
+        print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> 'embeddings')")
 
 
 def _show(args: argparse.Namespace) -> None:
@@ -205,9 +225,14 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     evaluate.add_argument("--queries", help="instead of a dataset: query images (class folder or CSV), or a CSV "
                           "with is_query and is_gallery columns")
     evaluate.add_argument("--gallery", help="the gallery the queries retrieve from (class folder or CSV)")
-    export = command("export", "export a model as a TensorFlow SavedModel")
-    export.add_argument("--model", required=True, help=MODEL_HELP)
-    export.add_argument("--out", required=True, help="output folder")
+    export = command("export", "export a model as a TensorFlow SavedModel or TFLite file, or an index for serving")
+    export.add_argument("--model", help=MODEL_HELP)
+    export.add_argument("--index", help="instead of --model: folder written by zoo index; exports its model, "
+                        "vectors, labels and calibrated thresholds together (match signature)")
+    export.add_argument("--out", required=True, help="output folder (a .tflite file for --format tflite)")
+    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
+                        help="TensorFlow SavedModel, or TFLite (with --index: both)")
+    export.add_argument("--quantize", action="store_true", help="TFLite with dynamic-range int8 weights")
     show = command("show", "retrieval grid (and embedding map) of a model on a dataset's test split")
     show.add_argument("--model", required=True, help=MODEL_HELP)
     show.add_argument("--dataset", default="digits", help="dataset whose test split is shown")
