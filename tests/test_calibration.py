@@ -46,6 +46,8 @@ def test_cutpoints_optimal_and_targets():
     assert cutpoints["recall=0.5"]["distance"] == pytest.approx(0.2)  # the smallest that reaches it
     assert cutpoints["rejection=0.5"]["distance"] == pytest.approx(0.5)
     assert choose_cutpoints(sweep, {"precision": 1.0})["1"]["distance"] == pytest.approx(0.2)
+    assert list(choose_cutpoints(sweep, {"precision": [0.7, 1.0], "recall": (0.5,)})) == ["optimal", "0.7", "1",
+                                                                                          "recall=0.5"]
     assert choose_cutpoints(sweep, metric="precision")["optimal"]["distance"] == pytest.approx(0.1)
     table = calibration.cutpoints_table(cutpoints).splitlines()
     assert table[0].split() == ["cutpoint", "distance", "precision", "recall", "f1", "rejection"]
@@ -187,11 +189,12 @@ def test_cli_calibrate_saves_the_thresholds_and_search_answers_no_match(tmp_path
     assert cli.main(["search", "--index", out, "--query", query, "--threshold", "optimal"]) == 2
     assert "threshold 'optimal' needs a calibrated index" in capsys.readouterr().err
     plot = tmp_path / "calibration.png"
-    argv = ["calibrate", "--index", out, "--images", str(queries), "--target-precision", "0.9", "--plot", str(plot)]
+    argv = ["calibrate", "--index", out, "--images", str(queries), "--target-precision", "0.9", "0.5", "--plot",
+            str(plot)]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("calibrated on 18 images of") and "(6 of classes not in the index)" in printed[0]
-    assert [line.split()[0] for line in printed[1:]] == ["cutpoint", "optimal", "0.9"] and plot.is_file()
+    assert [line.split()[0] for line in printed[1:]] == ["cutpoint", "optimal", "0.9", "0.5"] and plot.is_file()
     # the same thresholds from the embeddings: each query's nearest gallery image, brute force
     index = Index.load(out)
     files, labels = zip(*[(str(f), f.parent.name) for f in sorted(queries.rglob("*.*"))])
@@ -199,8 +202,8 @@ def test_cli_calibrate_saves_the_thresholds_and_search_answers_no_match(tmp_path
     nearest = distances.argmin(axis=1)
     sweep = threshold_sweep(distances.min(axis=1), [index.labels[n] == label for n, label in zip(nearest, labels)],
                             [label in index.labels for label in labels])
-    expected = choose_cutpoints(sweep, {"precision": 0.9})
-    for name in ("optimal", "0.9"):
+    expected = choose_cutpoints(sweep, {"precision": [0.9, 0.5]})
+    for name in ("optimal", "0.9", "0.5"):
         assert index.calibration["cutpoints"][name] == pytest.approx(expected[name], abs=1e-5)
     # zoo search --threshold: the neighbours within it, or "no match"
     assert cli.main(["search", "--index", out, "--query", query, "--threshold", "0", "-k", "3"]) == 0

@@ -158,12 +158,14 @@ def cutpoint_name(metric: str, target: float) -> str:
     return f"{target:g}" if metric == "precision" else f"{metric}={target:g}"
 
 
-def choose_cutpoints(sweep: Sweep, targets: Mapping[str, float] | None = None, metric: str = "f1") -> dict[str, dict]:
+def choose_cutpoints(
+    sweep: Sweep, targets: Mapping[str, float | Sequence[float]] | None = None, metric: str = "f1"
+) -> dict[str, dict]:
     """The optimal threshold for ``metric`` and one per target (module docstring), by name.
 
     Args:
         sweep: :func:`threshold_sweep`'s rows.
-        targets: metric name -> the value the threshold must reach, e.g. ``{"precision": 0.95}``.
+        targets: metric name -> the value (or values) a threshold must reach, e.g. ``{"precision": [0.9, 0.95]}``.
         metric: what ``"optimal"`` maximises (the smallest threshold among equals).
 
     Returns:
@@ -181,7 +183,9 @@ def choose_cutpoints(sweep: Sweep, targets: Mapping[str, float] | None = None, m
             raise ValueError("the rejection of unseen classes needs calibration queries of classes that are not in "
                              "the gallery")
     cutpoints = {"optimal": {**sweep.row(int(np.argmax(getattr(sweep, metric)))), "metric": metric}}
-    for name, target in (targets or {}).items():
+    wanted = [(name, float(value)) for name, values in (targets or {}).items()
+              for value in (values if isinstance(values, Sequence) else [values])]
+    for name, target in wanted:
         if not 0 <= target <= 1:
             raise ValueError(f"the {name} target must be between 0 and 1, got {target}")
         values = getattr(sweep, name)

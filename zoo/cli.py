@@ -262,8 +262,8 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     calibrate.add_argument("--index", required=True, help="folder written by zoo index")
     calibrate.add_argument("--images", required=True, help="folder of labelled images, one subfolder per class "
                            "(include classes that are not in the index: they should get 'no match')")
-    calibrate.add_argument("--target-precision", type=float, help="also keep the largest threshold with this "
-                           "precision (cutpoint named after it, e.g. 0.95)")
+    calibrate.add_argument("--target-precision", type=float, nargs="+", help="also keep the largest threshold "
+                           "with this precision (cutpoint named after it, e.g. 0.95); several values allowed")
     calibrate.add_argument("--metric", choices=("f1", "precision", "recall", "rejection"), default="f1",
                            help="what the 'optimal' threshold maximises")
     calibrate.add_argument("--plot", help="PNG file of precision and recall against the threshold")

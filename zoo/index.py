@@ -315,7 +315,7 @@ class Index:
         self,
         images: str | Path | np.ndarray | Sequence[str | Path],
         labels: Sequence[str] | None = None,
-        targets: dict[str, float] | None = None,
+        targets: dict[str, float | Sequence[float]] | None = None,
         metric: str = "f1",
     ) -> calibration.Sweep:
         """Measure match thresholds on labelled queries and keep them (:mod:`zoo.calibration`).
@@ -327,7 +327,8 @@ class Index:
         Args:
             images: a folder (labels: its subfolders), image files or an array (B, H, W, 3) in [0, 255].
             labels: the label of each image (a folder's by default).
-            targets: e.g. ``{"precision": 0.95}``: the largest threshold that keeps that precision.
+            targets: e.g. ``{"precision": 0.95}`` (or ``[0.9, 0.95]``): the largest threshold that keeps that
+                precision.
             metric: what the ``"optimal"`` threshold maximises: ``"f1"``, ``"precision"``, ``"recall"``,
                 ``"rejection"``.
 
