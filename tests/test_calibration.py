@@ -227,3 +227,35 @@ def test_calibrating_on_the_gallery_itself_leaves_each_image_out(tmp_path):
     nearest = index.nearest_others(index.files)
     assert all(n.file != file and n.distance > 0 for n, file in zip(nearest, index.files))
     assert index.calibrate(gallery).num_unseen == 0
+
+
+def test_readme_match_commands_and_python_run(tmp_path, monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    from image_folders import make_class_folder
+    from test_index import readme_blocks
+
+    from zoo import cli
+
+    monkeypatch.chdir(tmp_path)
+    make_class_folder(tmp_path / "gallery", classes=4, per_class=4)
+    make_class_folder(tmp_path / "calibration", classes=6, per_class=3, seed=1)  # class_4, class_5: not indexed
+    make_class_folder(tmp_path / "queries", classes=4, per_class=2, seed=2)
+    shutil.copy(tmp_path / "queries" / "class_1" / "img_0.png", tmp_path / "query.png")
+    section = "Is this a match? Thresholds, query/gallery evaluation, export"
+    (command_block,) = readme_blocks(section, "bash")
+    for line in command_block.strip().splitlines():
+        argv = shlex.split(line.split("#")[0])
+        assert argv[0] == "zoo" and cli.main(argv[1:]) == 0, argv
+    printed = capsys.readouterr().out
+    assert "cutpoint  distance precision" in printed and "0.9 " in printed
+    assert (tmp_path / "calibration.png").is_file() and (tmp_path / "triplet_digits.tflite").is_file()
+    assert (tmp_path / "exported" / "saved_model").is_dir()
+    zoo_block, server_block = readme_blocks(section, "python")
+    exec(zoo_block, {})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[0] == "cutpoint" and [line.split()[0] for line in lines[1:4]] == ["optimal", "0.8", "0.9"]
+    assert lines[-1] == "no match" or lines[-1].startswith("class_1 at ")
+    exec(server_block, {})
+    assert capsys.readouterr().out.strip().splitlines()[-1].split()[0] == lines[-1].split()[0]
