@@ -1,6 +1,7 @@
 """Retrieval of the TFLite exports beside the Keras model: float32 and dynamic-range int8 (``--quantize``).
 
     python benchmarks/tflite_retrieval.py                  # triplet_digits and triplet_glyphs on their test splits
+    python benchmarks/tflite_retrieval.py --report         # the table of benchmarks/RESULTS.md
 
 The test split's images go through the evaluation's preprocessing (:func:`zoo.data.eval_pipeline`), then
 through the Keras model, the float TFLite file and the quantised one (:func:`zoo.export.tflite_bytes`, run by
@@ -52,11 +53,30 @@ def measure(name: str) -> dict:
     }
 
 
+def report(path: Path) -> str:
+    """Markdown table of the recorded runs: MAP@R and R@1 of each export, embedding differences, sizes."""
+    lines = ["| model (test split) | images | Keras MAP@R | TFLite float MAP@R | TFLite int8 MAP@R | int8 - Keras "
+             "| R@1 Keras / int8 | max abs. embedding difference float / int8 | size float / int8 (KB) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        m, d, b = r["metrics"], r["max_abs_difference"], r["bytes"]
+        lines.append(f"| {r['model']} ({r['dataset']}) | {r['images']} | {m['keras']['map@r']:.4f} | "
+                     f"{m['tflite']['map@r']:.4f} | {m['tflite_int8']['map@r']:.4f} | {r['map@r_difference_int8']:+.4f} "
+                     f"| {m['keras']['recall@1']:.4f} / {m['tflite_int8']['recall@1']:.4f} | {d['tflite']:.1e} / "
+                     f"{d['tflite_int8']:.4f} | {b['tflite'] / 1000:.0f} / {b['tflite_int8'] / 1000:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["triplet_digits", "triplet_glyphs"])
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="print the table of --results")
     args = parser.parse_args()
+    if args.report:
+        print(report(args.results))
+        return
     args.results.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         record = measure(name)
