@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import zoo
+from zoo.calibration import choose_cutpoints
 from zoo.data import load_dataset
 from zoo.index import Index, embed_images
 
@@ -70,8 +71,18 @@ def run(args: argparse.Namespace) -> list[dict]:
         g = rows["gallery"]
         index = Index(model, [f"{args.dataset}/test/{i}" for i in g], names[g].tolist(), embeddings[g],
                       model_name=args.model)
-        index.calibrate(test.images[rows["calibration"]], names[rows["calibration"]].tolist(),
-                        targets={"precision": args.targets})
+        calibration_images, calibration_labels = test.images[rows["calibration"]], names[rows["calibration"]].tolist()
+        sweep = index.calibrate(calibration_images, calibration_labels)
+        reachable = []
+        for target in args.targets:  # a target no threshold reaches is an error: recorded, then left out
+            try:
+                choose_cutpoints(sweep, {"precision": target})
+                reachable.append(target)
+            except ValueError as error:
+                records.append({"model": args.model, "dataset": args.dataset, "seed": seed, "cutpoint": f"{target:g}",
+                                "unreachable": str(error), "command": "python " + shlex.join(sys.argv)})
+                print(json.dumps(records[-1]))
+        index.calibrate(calibration_images, calibration_labels, targets={"precision": reachable})
         heldout = rows["heldout"]
         for name, cutpoint in index.calibration["cutpoints"].items():
             answers = index.match(test.images[heldout], threshold=name)
@@ -94,8 +105,12 @@ def report(path: Path) -> str:
     """Markdown table: per cutpoint, promised and delivered precision, recall and rejection (mean +- sd over seeds)."""
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     by_cutpoint: dict[str, list[dict]] = {}
+    unreachable: dict[str, int] = {}
     for record in records:
-        by_cutpoint.setdefault(record["cutpoint"], []).append(record)
+        if "unreachable" in record:
+            unreachable[record["cutpoint"]] = unreachable.get(record["cutpoint"], 0) + 1
+        else:
+            by_cutpoint.setdefault(record["cutpoint"], []).append(record)
 
     def cell(values: list[float]) -> str:
         return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
@@ -110,6 +125,8 @@ def report(path: Path) -> str:
                      f"{cell(get('promised', 'recall'))} | "
                      f"{cell(get('delivered', 'recall'))} | {cell(get('promised', 'rejection'))} | "
                      f"{cell(get('delivered', 'rejection'))} | {len(rows)} |")
+    seeds = len({record["seed"] for record in records})
+    lines += [f"\nTarget {name}: no threshold reaches it on {count} of {seeds} seeds." for name, count in unreachable.items()]
     return "\n".join(lines)
 
 
