@@ -131,10 +131,19 @@ def export_tflite(model: keras.Model, path: str | Path, quantize: bool = False) 
     return path
 
 
+def _interpreter(**kwargs):
+    """LiteRT's interpreter (``ai-edge-litert``) where installed, else TensorFlow's ``tf.lite.Interpreter``."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(**kwargs)
+
+
 def tflite_embeddings(model: str | Path | bytes, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Embeddings (B, D) of images at the model's size (B, S, S, 3) in [0, 255] by a TFLite model (file or bytes)."""
     content = model if isinstance(model, bytes) else Path(model).read_bytes()
-    runner = tf.lite.Interpreter(model_content=content).get_signature_runner(TFLITE_SIGNATURE)
+    runner = _interpreter(model_content=content).get_signature_runner(TFLITE_SIGNATURE)
     images = np.asarray(images, np.float32)
     return np.concatenate([runner(images=images[start : start + batch_size])["embeddings"]
                            for start in range(0, len(images), batch_size)])
