@@ -24,13 +24,12 @@ with its first subfolder's name (as the ``folder`` dataset does); other images h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
-
-import hashlib
 
 import faiss
 import keras
@@ -344,6 +343,8 @@ class Index:
             images, labels = files, folder_labels if labels is None else labels
         if labels is None:
             raise ValueError("calibration images need labels: a folder with one subfolder per class, or labels=...")
+        if len(self) < 2:
+            raise ValueError(f"an index of {len(self)} image cannot be calibrated: index at least 2")
         neighbors = self.nearest_others(images)
         correct, known = calibration.nearest_outcomes(list(labels), [n.label for n in neighbors], self.labels)
         sweep = calibration.threshold_sweep([n.distance for n in neighbors], correct, known)
