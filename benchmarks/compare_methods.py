@@ -43,7 +43,8 @@ KEY_METRICS = ("map@r", "recall@1", "nmi")
 
 # name -> (preset, hyperparameter overrides, training overrides)
 RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
-    "triplet": ("triplet_glyphs", {}, {}),
+    "triplet": ("triplet_glyphs", {"loss": "triplet", "miner": "all"}, {}),
+    "multi-similarity": ("triplet_glyphs", {"loss": "multi-similarity", "miner": "all"}, {}),
     "contrastive": ("triplet_glyphs", {"loss": "contrastive"}, {}),
     "triplet-random": ("triplet_glyphs", {"loss": "facenet-triplet", "miner": "random"}, {}),
     "triplet-semi-hard": ("triplet_glyphs", {"loss": "facenet-triplet", "miner": "semi-hard"}, {}),
@@ -64,9 +65,13 @@ RUNS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 # The benchmarks: the glyphs of the presets, and the procedural synthetic set at the glyphs' 24 images per class
 # (80 classes: 40 train, 40 unseen), for the same networks and steps.
 DATASETS: dict[str, dict[str, Any]] = {
-    "glyphs": {},
+    "glyphs": {"dataset": "glyphs"},
     "synthetic": {"dataset": "synthetic", "dataset_options": {"num_classes": 80, "images_per_class": 24}},
+    # Real artwork: 1,638 icon names drawn by 22 icon-theme families (python -m zoo.data.icons builds it), 819 / 819.
+    "icons": {"dataset": "icons"},
 }
+# --backbone efficientnet_lite0 (with --backbone-weights imagenet): the settings of the ImageNet protocol.
+IMAGENET_PROTOCOL: dict[str, Any] = {"backbone": "efficientnet_lite0", "input_size": 96, "embedding_dim": 64}
 
 # Hyperparameters counted in optimizer steps: scaled with the run, so that a run shorter than its preset keeps the
 # preset's share (AMDAML pre-trains phi alone for 100 of its preset's 300 steps: 33 of a 100-step run).
@@ -94,8 +99,16 @@ SAME_BATCHES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def protocol_name(backbone_weights: str | None) -> str:
-    return f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
+def protocol_name(backbone_weights: str | None, backbone: str = "small_cnn", imagenet: bool = False) -> str:
+    if imagenet:
+        return "the ImageNet protocol (<method>_lite0_icons)"
+    start = f"fine-tuned from {backbone_weights}" if backbone_weights else "from scratch"
+    return start if backbone == "small_cnn" else f"{backbone}, {start}"
+
+
+def imagenet_preset_name(glyphs_preset: str) -> str:
+    """The ``<method>_lite0_icons`` preset of a ``<method>_glyphs`` one (``zoo.methods.imagenet_preset``)."""
+    return glyphs_preset.replace("_glyphs", "_lite0_icons")
 
 
 def scale_step_counts(hyperparameters: dict[str, Any], preset_steps: int, steps: int) -> dict[str, Any]:
@@ -105,18 +118,23 @@ def scale_step_counts(hyperparameters: dict[str, Any], preset_steps: int, steps:
 
 
 def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any],
-             dataset: str = "glyphs") -> dict[str, Any]:
+             dataset: str = "glyphs", backbone: str = "small_cnn", imagenet: bool = False) -> dict[str, Any]:
     """Train run ``name`` once (``settings`` override its training configuration, for the names of
     ``zoo.training.TrainConfig``, and its hyperparameters); returns its metrics, the untrained model's and the last
-    epoch's logs."""
+    epoch's logs (and the zero-shot ImageNet features' metrics, for an ImageNet backbone)."""
     from zoo import registry  # noqa: PLC0415 (TensorFlow after argparse)
     from zoo.training import TrainConfig, config_from_preset, read_epoch_log, train  # noqa: PLC0415
 
     preset, hyperparameters, training = RUNS[name]
+    start = {"backbone_weights": backbone_weights}
+    if imagenet:
+        preset, start = imagenet_preset_name(preset), {"measure_zero_shot": False}  # zero-shot: once per benchmark
     training_settings = {key: value for key, value in settings.items() if key in TrainConfig.__dataclass_fields__}
+    if backbone != "small_cnn":
+        training_settings = {**IMAGENET_PROTOCOL, "backbone": backbone, **training_settings}
     with tempfile.TemporaryDirectory() as run_dir:
         config = config_from_preset(preset, seed=seed, run_dir=run_dir, epochs=2, steps_per_epoch=steps // 2,
-                                    eval_every=10**6, backbone_weights=backbone_weights, measure_raw_pixels=False,
+                                    eval_every=10**6, measure_raw_pixels=False, **start,
                                     **{**DATASETS[dataset], **training, **training_settings})
         preset_training = registry.get_entry(preset)["training"]
         config.hyperparameters = scale_step_counts(
@@ -128,7 +146,19 @@ def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, set
         seconds = time.perf_counter() - start
         logs = read_epoch_log(Path(run_dir) / "history.jsonl")[-1]
     return {"metrics": result["metrics"], "untrained": result["metrics_untrained"], "last_epoch": logs,
-            "seconds": round(seconds, 1)}
+            "seconds": round(seconds, 1), **({"zero_shot": result["metrics_zero_shot"]} if result["metrics_zero_shot"] else {})}
+
+
+def zero_shot_once(dataset: str) -> dict[str, Any]:
+    """The metrics of the ImageNet protocol's backbone without training (its pooled features) on ``dataset``."""
+    from zoo.backbones import build_feature_net  # noqa: PLC0415 (TensorFlow after argparse)
+    from zoo.evaluation import evaluation_sets, measure  # noqa: PLC0415
+    from zoo.training import config_from_preset  # noqa: PLC0415
+
+    config = config_from_preset("triplet_lite0_icons", **DATASETS[dataset])
+    start = time.perf_counter()
+    metrics = measure(build_feature_net(config.backbone, config.input_size), *evaluation_sets(config), config)
+    return {"metrics": metrics, "untrained": metrics, "seconds": round(time.perf_counter() - start, 1)}
 
 
 def parse_setting(text: str) -> tuple[str, Any]:
@@ -170,11 +200,12 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
         measured = ", ".join(f"{name} {gain:+.3f}" for name, gain in gains if gain is not None)
         return [f"| {title} | {measured} |"] if measured else []
 
-    order = list(RUNS)
+    order = ["zero-shot", *RUNS]
+    zero_shot = by_label.get("zero-shot", [{}])[0].get("metrics", {}).get("map@r")
     lines = [f"{dataset}; {protocol}, {steps} steps; mean +- std over the seeds",
              "| run | seeds | untrained MAP@R | " + " | ".join(KEY_METRICS) + " | s/run | MAP@R - strongest paper baseline (paired) "
-             "| MAP@R - triplet |",
-             "|---|--:|--:|" + "--:|" * len(KEY_METRICS) + "--:|---|--:|"]
+             "| MAP@R - triplet |" + (" MAP@R - zero-shot |" if zero_shot is not None else ""),
+             "|---|--:|--:|" + "--:|" * len(KEY_METRICS) + "--:|---|--:|" + ("--:|" if zero_shot is not None else "")]
     for label in sorted(by_label, key=lambda label: (order.index(label.split()[0]), label)):
         runs = by_label[label]
         cells = []
@@ -189,11 +220,12 @@ def report(rows: list[dict[str, Any]], protocol: str, steps: int, dataset: str =
         if gains:
             best = min(gains, key=gains.get)  # the strongest baseline: the smallest gain over it
             paper_gain = f"{gains[best]:+.3f} vs {best}"
-        triplet_gain = paired_gain(label, "triplet") if label != "triplet" else None
+        triplet_gain = paired_gain(label, "triplet") if label not in ("triplet", "zero-shot") else None
         zoo_gain = "" if triplet_gain is None else f"{triplet_gain:+.3f}"
         seeds = ",".join(str(r["seed"]) for r in runs)
+        over_zero_shot = "" if zero_shot is None else f" {np.mean([r['metrics']['map@r'] for r in runs]) - zero_shot:+.3f} |"
         lines.append(f"| {label} | {seeds} | {untrained:.3f} | " + " | ".join(cells)
-                     + f" | {seconds:.0f} | {paper_gain} | {zoo_gain} |")
+                     + f" | {seconds:.0f} | {paper_gain} | {zoo_gain} |" + over_zero_shot)
     lines += ["", "| method (defaults) | paired MAP@R gain over each of its paper's baselines and the zoo's triplet |",
               "|---|---|"]
     for method, baselines in PAPER_BASELINES.items():
@@ -211,26 +243,37 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300, help="training steps per run (two epochs)")
     parser.add_argument("--dataset", default="glyphs", choices=list(DATASETS))
-    parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn")
+    parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn; "
+                        "'imagenet' with --backbone efficientnet_lite0")
+    parser.add_argument("--backbone", default="small_cnn", help="efficientnet_lite0: the options of a fine-tuning "
+                        "protocol from ImageNet, on IMAGENET_PROTOCOL's size and embedding (overridden by --set)")
+    parser.add_argument("--imagenet", action="store_true", help="every method on its <method>_lite0_icons preset: "
+                        "EfficientNet-Lite0 from ImageNet (zoo.methods.IMAGENET_PROTOCOL); beside the zero-shot features")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/compare_methods.jsonl"))
     parser.add_argument("--set", nargs="+", type=parse_setting, default=[], metavar="NAME=VALUE",
                         help="training settings (learning_rate, images_per_class, ...) and hyperparameters for the "
                         "runs (a reading of a method); stored as part of the run's name")
     parser.add_argument("--report", action="store_true", help="print the table of the stored runs; train nothing")
     args = parser.parse_args()
-    protocol = protocol_name(args.backbone_weights)
+    protocol = protocol_name(args.backbone_weights, args.backbone, args.imagenet)
     settings = dict(args.set)
     if not args.report:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         done = {(r.get("dataset", "glyphs"), r["protocol"], r["steps"], r["run"], r["seed"])
                 for r in read_results(args.results)}
+        if args.imagenet and (args.dataset, protocol, args.steps, "zero-shot", 0) not in done:
+            row = {"dataset": args.dataset, "protocol": protocol, "steps": args.steps, "run": "zero-shot", "seed": 0,
+                   **zero_shot_once(args.dataset)}
+            with args.results.open("a") as results:
+                results.write(json.dumps(row) + "\n")
         for seed in args.seeds:  # seed-major: a partial benchmark already compares every run
             for name in args.runs:
                 label = run_label(name, settings)
                 if (args.dataset, protocol, args.steps, label, seed) in done:
                     continue
                 row = {"dataset": args.dataset, "protocol": protocol, "steps": args.steps, "run": label, "seed": seed,
-                       **run_once(name, seed, args.steps, args.backbone_weights, settings, args.dataset)}
+                       **run_once(name, seed, args.steps, args.backbone_weights, settings, args.dataset, args.backbone,
+                                  args.imagenet)}
                 with args.results.open("a") as results:
                     results.write(json.dumps(row) + "\n")
                 print(f"{label} seed {seed}: MAP@R {row['metrics']['map@r']:.3f} ({row['seconds']} s)", flush=True)

@@ -77,7 +77,8 @@ def test_bad_backbone_arguments_are_named():
         build_embedding_net("tiny_cnn", weights="imagenet")
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         build_embedding_net("resnet50", input_size=32, weights="missing.h5")
-    assert set(backbones.BACKBONES) == {"inception_v3", "resnet50", "small_cnn", "tiny_cnn"}
+    assert set(backbones.BACKBONES) == {"inception_v3", "resnet50", "small_cnn", "tiny_cnn", "efficientnet_lite0",
+                                        "efficientnet_lite1", "efficientnet_lite2"}
 
 
 def test_small_cnn_takes_the_zoos_pretrained_glyphs_backbone(tmp_path, monkeypatch):

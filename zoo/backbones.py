@@ -1,8 +1,11 @@
 """Backbones and the embedding network: backbone -> global average pool -> linear -> L2 norm.
 
 Inputs are RGB images as float32 in [0, 255]; each backbone's own preprocessing (ImageNet
-scaling for InceptionV3, caffe-style mean subtraction for ResNet50) is a layer inside the
-network, so the saved model and the SavedModel export take raw pixels.
+scaling for InceptionV3, caffe-style mean subtraction for ResNet50, (x - 127) / 128 for
+EfficientNet-Lite) is a layer inside the network, so the saved model and the SavedModel export
+take raw pixels. The EfficientNet-Lite backbones (:mod:`zoo.efficientnet_lite`) take their ImageNet
+weights from pip packages, offline; :func:`build_feature_net` gives a backbone's pooled ImageNet
+features without training (the zero-shot baseline of every real-image benchmark).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Callable
 
 import keras
 from keras import layers
+
+from zoo import efficientnet_lite
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class BackboneSpec:
 BACKBONES: dict[str, BackboneSpec] = {
     "inception_v3": BackboneSpec(keras.applications.InceptionV3, "tf", 299, "imagenet"),
     "resnet50": BackboneSpec(keras.applications.ResNet50, "caffe", 224, "imagenet"),
+    **{name: BackboneSpec(None, "lite", variant.resolution, "imagenet")
+       for name, variant in efficientnet_lite.VARIANTS.items()},
     "tiny_cnn": BackboneSpec(None, "unit", 32, None),
     "small_cnn": BackboneSpec(None, "standardize", 64, None),
 }
@@ -78,15 +85,15 @@ class ImagePreprocessing(layers.Layer):
     """Maps [0, 255] RGB pixels to a backbone's expected input.
 
     Modes: ``"tf"`` -> [-1, 1] (InceptionV3); ``"caffe"`` -> BGR minus the ImageNet mean
-    (ResNet50); ``"unit"`` -> [0, 1] (tiny_cnn); ``"standardize"`` -> per channel
-    ``(x / 255 - mean) / std`` with the ImageNet mean and std (small_cnn, as torchvision's
+    (ResNet50); ``"lite"`` -> ``(x - 127) / 128`` (EfficientNet-Lite); ``"unit"`` -> [0, 1] (tiny_cnn);
+    ``"standardize"`` -> per channel ``(x / 255 - mean) / std`` with the ImageNet mean and std (small_cnn, as torchvision's
     ``Normalize`` in pytorch-metric-learning's examples).
     """
 
     _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
     _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
     _IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-    MODES = ("tf", "caffe", "unit", "standardize")
+    MODES = ("tf", "caffe", "lite", "unit", "standardize")
 
     def __init__(self, mode: str, **kwargs):
         super().__init__(**kwargs)
@@ -98,6 +105,8 @@ class ImagePreprocessing(layers.Layer):
         images = keras.ops.cast(images, self.compute_dtype)
         if self.mode == "tf":
             return images / 127.5 - 1.0
+        if self.mode == "lite":
+            return (images - 127.0) / 128.0
         if self.mode == "caffe":
             return images[..., ::-1] - keras.ops.convert_to_tensor(self._CAFFE_MEAN_BGR, self.compute_dtype)
         if self.mode == "standardize":
@@ -159,6 +168,46 @@ def _applications_backbone(
         socket.setdefaulttimeout(previous_timeout)
 
 
+def _efficientnet_lite_backbone(name: str, input_tensor: keras.KerasTensor, weights: str | None) -> keras.Model:
+    """EfficientNet-Lite without its top, with ``weights`` ``"imagenet"`` (the pip package), None or a weights file."""
+    base = efficientnet_lite.efficientnet_lite(name, input_tensor)
+    if weights == "imagenet":
+        efficientnet_lite.load_imagenet_weights(base, name)
+    elif weights is not None:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"weights for backbone {name!r} must be 'imagenet', None or an existing file, "
+                                    f"got {weights!r}")
+        base.load_weights(weights)
+    return base
+
+
+def _freeze_early_blocks(base: keras.Model, train_blocks: int) -> None:
+    """Freeze every block of an EfficientNet-Lite but its last ``train_blocks`` (``efficientnet_lite.block_index``)."""
+    blocks = sorted({efficientnet_lite.block_index(layer.name) for layer in base.layers} - {None})
+    trained = set(blocks[len(blocks) - train_blocks:]) if train_blocks else set()
+    for layer in base.layers:
+        block = efficientnet_lite.block_index(layer.name)
+        if block is not None and block not in trained:
+            layer.trainable = False
+
+
+def resolved_weights(backbone: str, weights: str | None) -> str | None:
+    """The weights ``weights`` means for ``backbone``: ``"default"`` is the backbone's own (``BackboneSpec``)."""
+    return BACKBONES[backbone].default_weights if weights == "default" else weights
+
+
+def build_feature_net(backbone: str, input_size: int | None = None, weights: str | None = "default") -> keras.Model:
+    """A backbone's pooled features, L2-normalised, without training: images in [0, 255] -> unit vectors.
+
+    With ImageNet weights this is the zero-shot baseline a trained model must beat (``zoo index --backbone``,
+    ``zoo evaluate --backbone``). The layer names are the embedding net's, without its ``embedding`` layer.
+    """
+    net = build_embedding_net(backbone, 1, input_size, weights, name=f"{backbone}_features")
+    pooled = net.get_layer("pool").output
+    normalised = layers.UnitNormalization(axis=-1, name="l2_normalize", dtype="float32")(pooled)
+    return keras.Model(net.inputs, normalised, name=f"{backbone}_features")
+
+
 def build_embedding_net(
     backbone: str = "tiny_cnn",
     embedding_dim: int = 128,
@@ -166,33 +215,47 @@ def build_embedding_net(
     weights: str | None = "default",
     freeze_batchnorm: bool = False,
     name: str = "embedding_net",
+    train_blocks: int | None = None,
 ) -> keras.Model:
     """The embedding net F: images (B, S, S, 3) in [0, 255] -> L2-normalised (B, embedding_dim).
 
     Args:
-        backbone: one of ``BACKBONES`` (``inception_v3``, ``resnet50``; on CPU ``small_cnn``, the
-            four-block network of pytorch-metric-learning's CPU benchmarks, and ``tiny_cnn``).
+        backbone: one of ``BACKBONES`` (``inception_v3``, ``resnet50``, ``efficientnet_lite0/1/2``; on CPU
+            ``small_cnn``, the four-block network of pytorch-metric-learning's CPU benchmarks, and ``tiny_cnn``).
         embedding_dim: size of the linear embedding layer on top of global average pooling.
         input_size: square image side; the backbone's default when None.
         weights: ``"imagenet"``, ``None`` (random init) or a path to a local no-top weights file;
-            ``"default"`` means ImageNet for the keras.applications backbones, None for the CPU ones,
+            ``"default"`` means ImageNet for the keras.applications and EfficientNet-Lite backbones, None for the
+            CPU ones,
             which take the zoo's own pretrained weights by name (:data:`PRETRAINED_BACKBONES`:
             ``"glyphs"`` for ``small_cnn``).
         freeze_batchnorm: freeze every BatchNormalization layer of the backbone (statistics and
             scale/offset), the protocol of the papers that fine-tune with small batches.
+        train_blocks: EfficientNet-Lite only: the backbone's last ``train_blocks`` blocks (the head convolution
+            counts as one) train and the earlier ones are frozen, BatchNorm included; 0 trains only the embedding
+            layer on frozen ImageNet features. None: every layer trains.
 
     Raises:
-        ValueError: an unknown backbone name.
+        ValueError: an unknown backbone name, or ``train_blocks`` for a backbone without EfficientNet's blocks.
         RuntimeError: ImageNet weights requested but not downloadable (offline).
+        ImportError: EfficientNet-Lite's ImageNet weights requested but their pip package is not installed.
     """
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     spec = BACKBONES[backbone]
     size = input_size or spec.default_size
-    weights = spec.default_weights if weights == "default" else weights
+    weights = resolved_weights(backbone, weights)
     images = keras.Input((size, size, 3), name="images")
     x = ImagePreprocessing(spec.preprocessing, name="preprocessing")(images)
-    if spec.constructor is None:
+    if train_blocks is not None and (backbone not in efficientnet_lite.VARIANTS or train_blocks < 0):
+        raise ValueError(f"train_blocks must be None, or >= 0 for an EfficientNet-Lite backbone; got {train_blocks} "
+                         f"for {backbone!r}")
+    if backbone in efficientnet_lite.VARIANTS:
+        base = _efficientnet_lite_backbone(backbone, x, weights)
+        features = base.output
+        if train_blocks is not None:
+            _freeze_early_blocks(base, train_blocks)
+    elif spec.constructor is None:
         weights_file = None if weights is None else pretrained_backbone_file(backbone, weights)
         features = _CPU_BACKBONES[backbone](x)
         if weights_file is not None:

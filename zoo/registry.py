@@ -31,18 +31,19 @@ import keras
 import numpy as np
 
 from zoo import methods
+from zoo.backbones import BACKBONES, build_feature_net
 
 PRETRAINED_DIR = Path(os.environ.get("ZOO_PRETRAINED_DIR", Path(__file__).resolve().parent / "pretrained"))
 CACHE_SUBDIR = "zoo"  # downloaded weights go to keras.utils.get_file's cache: <Keras home>/zoo/
 
 # Number of training classes of each benchmark's zero-shot split (the classifier/discriminator size).
-TRAIN_CLASSES = {"digits": 5, "glyphs": 352, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
+TRAIN_CLASSES = {"digits": 5, "glyphs": 352, "icons": 819, "cub200": 100, "cars196": 98, "sop": 11318, "inshop": 3997}
 
 # The configuration a weights file is trained for (its card's provenance): what build() builds from.
 # The architecture keys must match the entry's for its weights to load; the training keys may have
 # changed since the weights were published (a warning then says the card no longer reproduces them).
 ARCHITECTURE_KEYS = ("method", "backbone", "embedding_dim", "input_size", "num_classes")
-TRAINING_KEYS = ("freeze_batchnorm", "hyperparameters")
+TRAINING_KEYS = ("freeze_batchnorm", "train_blocks", "hyperparameters")
 PROVENANCE_KEYS = ARCHITECTURE_KEYS + TRAINING_KEYS
 
 # The no-top ImageNet files keras.applications fetches into <Keras home>/models/.
@@ -213,6 +214,7 @@ def build(name: str, backbone_weights: str | None = "default") -> keras.Model:
             input_size=entry["input_size"],
             backbone_weights=weights,
             freeze_batchnorm=entry.get("freeze_batchnorm", False),
+            train_blocks=entry.get("train_blocks"),
             num_classes=entry.get("num_classes"),
             **entry.get("hyperparameters", {}),
         )
@@ -292,24 +294,75 @@ def load(name: str, weights: str | None = "default", sha256: str | None = None) 
         verify_weights(weights, card["sha256"])
     if sha256 is not None:
         verify_weights(weights, sha256)
-    model = build(name, backbone_weights=None)  # the backbone's ImageNet weights would be overwritten
+    trained_only = str(weights).endswith(TRAINED_WEIGHTS_SUFFIX)
+    # A full file overwrites the backbone's ImageNet weights; a file of the trained weights needs them.
+    model = build(name, backbone_weights="default" if trained_only else None)
     try:
-        model.load_weights(weights)
+        load_trained_weights(model, weights) if trained_only else model.load_weights(weights)
     except Exception as error:  # h5py/keras raise many kinds for a damaged or mismatched file
         raise WeightsError(f"could not load weights {weights} into {name!r}: {error}") from error
     model.zoo_name = name  # what loads it again (zoo.Index.save keeps it)
     return model
 
 
+TRAINED_WEIGHTS_SUFFIX = ".trained.npz"
+
+
+def _trained_positions(model: keras.Model) -> list[int]:
+    """Positions in ``model.weights`` of every weight but those of the embedding net's frozen layers."""
+    frozen = {id(w) for layer in model.embedding_net.layers if not layer.trainable for w in layer.weights}
+    return [i for i, weight in enumerate(model.weights) if id(weight) not in frozen]
+
+
+def save_trained_weights(model: keras.Model, path: Path) -> None:
+    """Write the weights of ``model`` outside its frozen layers (``train_blocks``), by position, to an ``.npz``."""
+    np.savez(path, **{f"{i:05d}": keras.ops.convert_to_numpy(model.weights[i]) for i in _trained_positions(model)})
+
+
+def load_trained_weights(model: keras.Model, path: str | Path) -> None:
+    """Load a :func:`save_trained_weights` file into a model whose frozen layers hold their ImageNet weights.
+
+    Raises:
+        ValueError: the file holds other weights than the model trains, or another shape (named).
+    """
+    positions = _trained_positions(model)
+    with np.load(path) as stored:
+        if sorted(stored.files) != [f"{i:05d}" for i in positions]:
+            raise ValueError(f"{path} holds {len(stored.files)} weights where the model trains {len(positions)}: "
+                             "it was published for another configuration")
+        for i in positions:
+            value = stored[f"{i:05d}"]
+            if tuple(value.shape) != tuple(model.weights[i].shape):
+                raise ValueError(f"{path}: weight {model.weights[i].path} has shape {value.shape}, "
+                                 f"expected {tuple(model.weights[i].shape)}")
+            model.weights[i].assign(value)
+
+
+def zero_shot_spec(backbone: str, input_size: int | None = None) -> str:
+    """The :func:`load_model` name of a backbone's ImageNet features without training: ``BACKBONE@SIZE``."""
+    return f"{backbone}@{input_size or BACKBONES[backbone].default_size}"
+
+
 def load_model(spec: str) -> keras.Model:
-    """A model from a registry name (:func:`load`) or a saved ``.keras`` file; its ``zoo_name`` is ``spec``."""
+    """A model from a registry name (:func:`load`), a saved ``.keras`` file, or ``BACKBONE@SIZE``: the backbone's
+    pooled ImageNet features at SIZE px without training (:func:`zoo.backbones.build_feature_net`, the zero-shot
+    baseline); its ``zoo_name`` is ``spec``."""
     if spec.endswith(".keras"):
         if not Path(spec).is_file():
             raise FileNotFoundError(f"model file {spec} does not exist")
         model = keras.models.load_model(spec)
-        model.zoo_name = spec
-        return model
-    return load(spec)
+    elif spec.partition("@")[0] in BACKBONES:
+        backbone, _, size = spec.partition("@")
+        if not size.isdigit() or int(size) < 1:
+            raise ValueError(f"{spec!r}: the ImageNet features of a backbone are named BACKBONE@SIZE, e.g. "
+                             f"{zero_shot_spec(backbone)}")
+        if BACKBONES[backbone].default_weights != "imagenet":
+            raise ValueError(f"{backbone} has no ImageNet weights: its features without training are random")
+        model = build_feature_net(backbone, int(size), "imagenet")
+    else:
+        return load(spec)
+    model.zoo_name = spec
+    return model
 
 
 def model_input_size(model: keras.Model) -> int:
@@ -328,10 +381,15 @@ def publish(
     """
     entry = get_entry(name)  # the preset must exist
     PRETRAINED_DIR.mkdir(parents=True, exist_ok=True)
-    weights_file = f"{name}.weights.h5"
+    # A model whose early blocks stayed at their ImageNet values publishes only the weights it trained.
+    trained_only = entry.get("train_blocks") is not None and entry.get("backbone_weights") == "imagenet"
+    weights_file = f"{name}{TRAINED_WEIGHTS_SUFFIX if trained_only else '.weights.h5'}"
     clean = build(name, backbone_weights=None)  # a fresh, uncompiled copy: no optimizer state in the published file
     clean.set_weights(model.get_weights())
-    clean.save_weights(PRETRAINED_DIR / weights_file)
+    if trained_only:
+        save_trained_weights(clean, PRETRAINED_DIR / weights_file)
+    else:
+        clean.save_weights(PRETRAINED_DIR / weights_file)
     card = {
         "weights": weights_file,
         "sha256": sha256_of(PRETRAINED_DIR / weights_file),

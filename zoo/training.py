@@ -41,7 +41,8 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import tensorflow as tf
 
-from zoo import registry
+from zoo import efficientnet_lite, registry
+from zoo.backbones import build_feature_net, resolved_weights
 from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
 from zoo.cli import metrics_table
 from zoo.data import DATASETS, load_dataset
@@ -72,6 +73,7 @@ class TrainConfig:
     backbone: str = "tiny_cnn"
     backbone_weights: str | None = "default"
     freeze_batchnorm: bool = False
+    train_blocks: int | None = None  # EfficientNet-Lite: only its last N blocks train (0: the embedding layer only)
     embedding_dim: int = 64
     input_size: int = 32
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +99,7 @@ class TrainConfig:
     force: bool = False  # publish even when MAP@R is below the untrained model's
     command: str | None = None
     measure_raw_pixels: bool = True  # the raw-pixel baseline of the evaluation set (off in benchmarks: the same per run)
+    measure_zero_shot: bool = True  # an ImageNet backbone's features without training (off in benchmarks: the same)
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -131,6 +134,7 @@ def build_and_compile(config: TrainConfig, num_classes: int) -> keras.Model:
         input_size=config.input_size,
         backbone_weights=config.backbone_weights,
         freeze_batchnorm=config.freeze_batchnorm,
+        train_blocks=config.train_blocks,
         num_classes=num_classes,
         **config.hyperparameters,
     )
@@ -258,7 +262,8 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # TrainConfig fields that say where and how a run is kept, not how the weights were trained.
-_RUN_FIELDS = ("data_dir", "run_dir", "resume", "publish_as", "force", "command", "measure_raw_pixels")
+_RUN_FIELDS = ("data_dir", "run_dir", "resume", "publish_as", "force", "command", "measure_raw_pixels",
+               "measure_zero_shot")
 
 
 def training_record(config: TrainConfig) -> dict[str, Any]:
@@ -267,7 +272,8 @@ def training_record(config: TrainConfig) -> dict[str, Any]:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "metrics_raw_pixels", "run_dir"}``.
+    """Train one model as ``config`` says; returns ``{"metrics", "metrics_untrained", "metrics_raw_pixels",
+    "metrics_zero_shot", "run_dir"}`` (zero-shot: the backbone's pooled ImageNet features, None without them).
 
     Raises:
         RunFolderLocked: another process trains into ``config.run_dir``.
@@ -295,6 +301,8 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     measured = [("untrained", model)]
     if config.measure_raw_pixels:
         measured.append(("raw_pixels", raw_pixel_model(config.input_size)))
+    if config.measure_zero_shot and resolved_weights(config.backbone, config.backbone_weights) == "imagenet":  # what the ImageNet features give without training
+        measured.append(("zero_shot", build_feature_net(config.backbone, config.input_size, "imagenet")))
     for name, baseline in measured:
         path = run_dir / f"metrics_{name}.json"
         if config.resume and path.exists():
@@ -350,7 +358,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         registry.publish(config.publish_as, model, metrics, untrained, command=config.command,
                          trained_with=training_record(config))
     return {"metrics": metrics, "metrics_untrained": untrained, "metrics_raw_pixels": baselines.get("raw_pixels"),
-            "run_dir": str(run_dir)}
+            "metrics_zero_shot": baselines.get("zero_shot"), "run_dir": str(run_dir)}
 
 
 def remeasure_published(name: str) -> dict[str, dict[str, float]]:
@@ -375,7 +383,8 @@ def remeasure_published(name: str) -> dict[str, dict[str, float]]:
 
 
 # ---- presets and command lines ---------------------------------------------------------------
-_PRESET_FIELDS = ("method", "dataset", "backbone", "backbone_weights", "freeze_batchnorm", "embedding_dim", "input_size")
+_PRESET_FIELDS = ("method", "dataset", "backbone", "backbone_weights", "freeze_batchnorm", "train_blocks", "embedding_dim",
+                  "input_size")
 
 
 def config_from_preset(name: str, **overrides: Any) -> TrainConfig:
@@ -405,7 +414,10 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, method: str | None =
                         "contrastive, multi-similarity, margin, circle, supcon, proxy-anchor, ... (zoo.losses.LOSSES)")
     parser.add_argument("--miner", help="all (default: every pair/triplet), multi-similarity, random, semi-hard "
                         "(collapses from scratch), soft-hard, hard, distance-weighted")
-    parser.add_argument("--backbone", help="tiny_cnn, resnet50, inception_v3")
+    parser.add_argument("--backbone", help="small_cnn, tiny_cnn, efficientnet_lite0/1/2 (ImageNet weights from pip), "
+                        "resnet50, inception_v3")
+    parser.add_argument("--train-blocks", type=int, help="EfficientNet-Lite: train only its last N blocks "
+                        "(0: the embedding layer on frozen ImageNet features)")
     parser.add_argument("--backbone-weights", help="'imagenet', 'none' or a local weights file")
     parser.add_argument("--embedding-dim", type=int)
     parser.add_argument("--image-size", type=int, dest="input_size")
@@ -443,10 +455,18 @@ def command_line(argv: list[str]) -> str:
     return " ".join(map(shlex.quote, [*words, *arguments]))
 
 
+# Datasets of real images: without --backbone they train from ImageNet (the <method>_lite0_icons protocol).
+REAL_IMAGE_DATASETS = ("folder", "icons")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Preset (``--preset`` or ``<method>_<dataset>``) overridden by the flags that were given."""
+    """Preset overridden by the flags that were given. The preset: ``--preset``; for an EfficientNet-Lite
+    ``--backbone`` or a real-image dataset (your ``folder``, ``icons``) the ImageNet protocol ``<method>_lite0_icons``;
+    else ``<method>_<dataset>``."""
     method = args.method
-    preset = args.preset or f"{method}_{args.dataset}"
+    imagenet = args.backbone in efficientnet_lite.VARIANTS or (args.backbone is None
+                                                               and args.dataset in REAL_IMAGE_DATASETS)
+    preset = args.preset or (f"{method}_lite0_icons" if imagenet else f"{method}_{args.dataset}")
     has_preset = preset in registry.list_models()
     if args.preset and not has_preset:
         registry.get_entry(args.preset)  # raises with close-name suggestions
@@ -454,7 +474,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"dataset": args.dataset, "command": command_line(sys.argv)}
     if args.dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
-    for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "embedding_dim", "input_size",
+        overrides["run_dir"] = f"runs/{method}_{args.dataset}"
+    for name in ("data_dir", "epochs", "steps_per_epoch", "backbone", "train_blocks", "embedding_dim", "input_size",
                  "classes_per_batch", "images_per_class", "augmentation", "learning_rate", "eval_every", "run_dir", "seed",
                  "strategy", "publish_as"):
         if getattr(args, name, None) is not None:

@@ -15,6 +15,8 @@ Datasets by name (:data:`DATASET_LOADERS`, a dict of loaders ``(split, data_dir,
 - ``cub200``, ``cars196``, ``sop``, ``inshop``: the benchmarks, read from their official
   directory layouts or from tensorflow-datasets (:mod:`zoo.data.benchmarks`).
 - ``folder``: your own images, one subfolder per class or a CSV of ``path,label`` (:mod:`zoo.data.folder`).
+- ``icons``: real artwork, 1,638 icon names drawn by 22 icon-theme families, built from Debian's packages
+  (:mod:`zoo.data.icons`).
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | None = None, *
 
 # ---- the datasets by name ------------------------------------------------------------------------
 # Imported last: each loader's module imports ImageSet and build_image_set from this package.
-from zoo.data import benchmarks, digits, folder, glyphs, synthetic  # noqa: E402
+from zoo.data import benchmarks, digits, folder, glyphs, icons, synthetic  # noqa: E402
 
 DatasetLoader = Callable[..., ImageSet]  # (split, data_dir, **options) -> ImageSet
 
@@ -201,6 +203,7 @@ DATASET_LOADERS: dict[str, DatasetLoader] = {
     "synthetic": _in_memory(synthetic.load_synthetic),
     **{name: functools.partial(benchmarks.load_benchmark, name) for name in benchmarks.BENCHMARKS},
     "folder": folder.load_folder,
+    "icons": icons.load_icons,
 }
 DATASETS: tuple[str, ...] = tuple(DATASET_LOADERS)
 

@@ -69,6 +69,41 @@ def glyphs_preset(method: str, paper: str, hyperparameters: dict[str, Any], **tr
     }
 
 
+# The protocol of every ``<method>_lite0_icons`` preset (derived from its ``<method>_glyphs`` preset, whose
+# hyperparameters and step count it keeps): EfficientNet-Lite0 from ImageNet on the real artwork of ``icons``, its
+# early blocks frozen, fine-tuned as measured in benchmarks/RESULTS.md ("Fine-tuning from ImageNet on a CPU").
+IMAGENET_PROTOCOL: dict[str, Any] = {
+    "backbone": "efficientnet_lite0",
+    "backbone_weights": "imagenet",
+    "freeze_batchnorm": False,
+    "train_blocks": 2,
+    "dataset": "icons",
+    "embedding_dim": 512,
+    "input_size": 96,
+}
+IMAGENET_TRAINING: dict[str, Any] = {"augmentation": "resize_crop"}
+
+
+def imagenet_preset(glyphs: dict[str, Any], paper: str | None = None, **hyperparameters: Any) -> dict[str, Any]:
+    """The ``<method>_lite0_icons`` entry of a ``<method>_glyphs`` preset: its method, hyperparameters (updated by
+    ``hyperparameters``) and steps on :data:`IMAGENET_PROTOCOL`."""
+    name = f"{glyphs['method']}_lite0_icons"
+    return {
+        **glyphs,
+        "name": name,
+        "paper": paper or glyphs["paper"],
+        **IMAGENET_PROTOCOL,
+        "hyperparameters": {**glyphs["hyperparameters"], **hyperparameters},
+        "training": {**glyphs["training"], **IMAGENET_TRAINING},
+        "command": f"zoo train --preset {name} --dataset icons --publish {name}",
+    }
+
+
+def with_imagenet(glyphs: dict[str, Any], paper: str | None = None, **hyperparameters: Any) -> list[dict[str, Any]]:
+    """A method's ``<method>_glyphs`` preset and its ``<method>_lite0_icons`` (:func:`imagenet_preset`)."""
+    return [glyphs, imagenet_preset(glyphs, paper, **hyperparameters)]
+
+
 # The protocol of the ``<method>_<benchmark>`` presets (CUB-200, Cars196, SOP): the papers' GoogLeNet / BN-Inception
 # class of network as an ImageNet InceptionV3, fine-tuned with its BatchNorm, 512-d, 227 px crops.
 PAPER_PROTOCOL: dict[str, Any] = {
@@ -140,6 +175,7 @@ def build_model(
     input_size: int | None = None,
     backbone_weights: str | None = "default",
     freeze_batchnorm: bool = False,
+    train_blocks: int | None = None,
     num_classes: int | None = None,
     **hyperparameters: Any,
 ) -> keras.Model:
@@ -147,13 +183,14 @@ def build_model(
 
     ``num_classes`` (training classes) is passed to the methods whose constructor takes it
     (those with a classifier or discriminator) and to a loss named in ``CLASS_AWARE_LOSSES``;
-    ``hyperparameters`` go to the constructor.
+    ``hyperparameters`` go to the constructor; the other arguments to :func:`zoo.backbones.build_embedding_net`.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     check_hyperparameters(method, hyperparameters)
     cls = METHODS[method]
-    net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm)
+    net = build_embedding_net(backbone, embedding_dim, input_size, backbone_weights, freeze_batchnorm,
+                              train_blocks=train_blocks)
     if hyperparameters.get("loss") in CLASS_AWARE_LOSSES:  # one trainable proxy per training class
         if num_classes is None:
             raise ValueError(f"loss {hyperparameters['loss']!r} needs num_classes (the number of training classes)")

@@ -190,7 +190,7 @@ import tensorflow as tf
 
 from zoo import losses as losses_lib
 from zoo import ops, reducers
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method, with_imagenet
 from zoo.methods.metric_model import MetricModel
 
 
@@ -605,7 +605,7 @@ _PAPER = (
 PRESETS: list[dict[str, Any]] = [
     # Algorithm 1: phi pre-trained on L_AM for the first 100 of the 300 steps, then the adversarial negatives.
     # beta: the paper's sensitivity sweep (Sec. IV.6) run on glyphs (the module docstring).
-    glyphs_preset("amdaml", _PAPER, {"pretrain_steps": 100, "beta": 5.0}),
+    *with_imagenet(glyphs_preset("amdaml", _PAPER, {"pretrain_steps": 100, "beta": 5.0})),
     {
         "name": "amdaml_digits",
         "method": "amdaml",

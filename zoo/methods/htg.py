@@ -102,7 +102,7 @@ from keras import layers
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method, with_imagenet
 from zoo.methods.metric_model import MetricModel
 
 
@@ -314,7 +314,7 @@ _PAPER = (
 
 PRESETS: list[dict[str, Any]] = [
     # F on the real and generated triplets; G at a tenth of F's 1e-3 (the module docstring, "G's learning rate").
-    glyphs_preset("htg", _PAPER, {"generator_learning_rate": 1e-4}),
+    *with_imagenet(glyphs_preset("htg", _PAPER, {"generator_learning_rate": 1e-4})),
     {
         "name": "htg_digits",
         "method": "htg",

@@ -87,7 +87,7 @@ from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler
 from zoo.data.pipeline import augmented_batches
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method, with_imagenet
 from zoo.methods.metric_model import MetricModel
 
 # The pairwise losses PROFS is defined with (Sec. 5.3): C-, T-, M-, L-, N- and A-PROFS.
@@ -500,8 +500,8 @@ PRESETS = [
         "command": "python training_scripts/profs.py --dataset digits --publish profs_digits",
     },
     # C-PROFS, the base loss that learns from scratch (the module docstring), with Sec. 5.2-5.4's PROFS settings.
-    glyphs_preset("profs", _PAPER.replace("T-PROFS-HNCM", "C-PROFS-HNCM"),
-                  {**_PAPER_HYPERPARAMETERS, "loss": "contrastive", "miner": None}),
+    *with_imagenet(glyphs_preset("profs", _PAPER.replace("T-PROFS-HNCM", "C-PROFS-HNCM"),
+                  {**_PAPER_HYPERPARAMETERS, "loss": "contrastive", "miner": None})),
     *(
         paper_preset("profs", _PAPER, dataset, _PAPER_HYPERPARAMETERS,
                      {"epochs": 100, "classes_per_batch": 64, "images_per_class": 2, "learning_rate": lr,

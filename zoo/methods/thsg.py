@@ -101,7 +101,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import miners as miners_lib
 from zoo import ops
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method, with_imagenet
 from zoo.methods.metric_model import MetricModel
 from zoo.optimizers import PaperAdam
 
@@ -582,8 +582,8 @@ PRESETS: list[dict[str, Any]] = [
     },
     # The first of the 2 epochs pre-trains F (Algorithm 1, line 2); Table 2's CUB-200 row; CF at 100x F's rate,
     # the paper's ratio (module docstring, "CF's learning rate").
-    glyphs_preset("thsg", _PAPER, {**_TABLE2["cub200"], **_PRETRAIN, "classifier_learning_rate": 0.1},
-                  optimizer=_PAPER_OPTIMIZER),
+    *with_imagenet(glyphs_preset("thsg", _PAPER, {**_TABLE2["cub200"], **_PRETRAIN, "classifier_learning_rate": 0.1},
+                  optimizer=_PAPER_OPTIMIZER)),
     *(  # Sec. 6.2: GoogLeNet, 512-d, 227 px (InceptionV3 here)
         paper_preset("thsg", _PAPER, dataset, {**_TABLE2[dataset], **_PRETRAIN}, _paper_training(dataset))
         for dataset in _TABLE2

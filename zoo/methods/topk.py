@@ -89,7 +89,7 @@ import tensorflow as tf
 from zoo import losses as losses_lib
 from zoo import ops
 from zoo.data import ImageSet, PKSampler, train_pipeline
-from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method
+from zoo.methods import DIGITS_PROTOCOL, glyphs_preset, paper_preset, register_method, with_imagenet
 from zoo.methods.metric_model import MetricModel
 
 _EXCLUDED = float("-inf")  # the score that ranks a masked-out entry after every candidate
@@ -340,7 +340,7 @@ PRESETS: list[dict[str, Any]] = [
         "command": "python training_scripts/topk.py --dataset digits --publish topk_digits",
     },
     # Sec. 4.4's sampler (at most 11 images per class); Adam at 3e-4, measured (the module docstring).
-    glyphs_preset("topk", _PAPER, _PAPER_HYPERPARAMETERS, images_per_class=11, learning_rate=3e-4),
+    *with_imagenet(glyphs_preset("topk", _PAPER, _PAPER_HYPERPARAMETERS, images_per_class=11, learning_rate=3e-4)),
     *(  # the paper: BN-Inception and DenseNet201 (Sec. 4.4, Table 1); 256 px resized, random 227 crops
         paper_preset("topk", _PAPER, dataset, _PAPER_HYPERPARAMETERS, {**_PAPER_TRAINING, **_ITERATIONS[dataset]},
                      embedding_dim=512 if dataset == "sop" else 64)  # Sec. 4.4
