@@ -109,7 +109,7 @@ def _export(args: argparse.Namespace) -> None:
 
 def _show(args: argparse.Namespace) -> None:
     from zoo import viz
-    from zoo.evaluation import embed_for_retrieval, evaluation_pipelines, evaluation_sets
+    from zoo.evaluation import embed_for_retrieval, evaluation_pipelines, evaluation_sets, own_references
     from zoo.registry import load_model, model_input_size
     from zoo.training import TrainConfig
 
@@ -120,7 +120,8 @@ def _show(args: argparse.Namespace) -> None:
     embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
     grid = viz.grid_from_embeddings(
         embeddings, labels, query_data, args.n_queries, args.k, class_names=queries.class_names, seed=args.seed,
-        failures=args.failures, reference_dataset=gallery_data, **reference,
+        failures=args.failures, reference_dataset=gallery_data, own_reference=own_references(queries, gallery),
+        **reference,
     )
     which = "failed queries" if args.failures else "queries"
     print(f"retrieval grid ({which}, {args.k} neighbours each) written to {viz.save_png(grid, args.out)}")
