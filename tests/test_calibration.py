@@ -2,14 +2,20 @@
 
 import json
 import math
+import shlex
+import shutil
 
 import keras
 import numpy as np
 import pytest
+from image_folders import make_class_folder
+from PIL import Image
+from test_index import readme_blocks
 
-from zoo import calibration
+import zoo
+from zoo import calibration, cli
 from zoo.calibration import choose_cutpoints, resolve_threshold, threshold_sweep
-from zoo.index import Index
+from zoo.index import Index, embed_files
 
 # Six queries by nearest-neighbour distance: right, right, wrong, right (known classes), two of unseen classes.
 DISTANCES = [0.5, 0.1, 0.3, 0.2, 0.6, 0.4]
@@ -166,8 +172,6 @@ def test_an_uncalibrated_index_asked_for_a_threshold_says_so(index):
 
 
 def test_plot_writes_a_png(tmp_path):
-    from PIL import Image
-
     sweep = threshold_sweep(DISTANCES, CORRECT, KNOWN)
     path = calibration.plot_sweep(sweep, choose_cutpoints(sweep, {"precision": 0.7}), tmp_path / "calibration.png")
     assert Image.open(path).size == (700, 450)
@@ -176,11 +180,6 @@ def test_plot_writes_a_png(tmp_path):
 # ---- zoo calibrate / zoo search --threshold on image folders ---------------------------------------------
 
 def test_cli_calibrate_saves_the_thresholds_and_search_answers_no_match(tmp_path, capsys):
-    from image_folders import make_class_folder
-
-    from zoo import cli
-    from zoo.index import embed_files
-
     gallery = make_class_folder(tmp_path / "gallery", classes=4, per_class=4)
     queries = make_class_folder(tmp_path / "queries", classes=6, per_class=3, seed=1)  # class_4, class_5 unseen
     out = str(tmp_path / "photos.index")
@@ -218,10 +217,6 @@ def test_cli_calibrate_saves_the_thresholds_and_search_answers_no_match(tmp_path
 
 
 def test_calibrating_on_the_gallery_itself_leaves_each_image_out(tmp_path):
-    from image_folders import make_class_folder
-
-    import zoo
-
     gallery = make_class_folder(tmp_path / "gallery", classes=3, per_class=3)
     index = Index.from_images(zoo.load("triplet_digits"), gallery, progress=False)
     nearest = index.nearest_others(index.files)
@@ -230,14 +225,6 @@ def test_calibrating_on_the_gallery_itself_leaves_each_image_out(tmp_path):
 
 
 def test_readme_match_commands_and_python_run(tmp_path, monkeypatch, capsys):
-    import shlex
-    import shutil
-
-    from image_folders import make_class_folder
-    from test_index import readme_blocks
-
-    from zoo import cli
-
     monkeypatch.chdir(tmp_path)
     make_class_folder(tmp_path / "gallery", classes=4, per_class=4)
     make_class_folder(tmp_path / "calibration", classes=6, per_class=3, seed=1)  # class_4, class_5: not indexed

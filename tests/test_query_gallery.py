@@ -5,8 +5,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_folders import make_class_folder
 
-from zoo import metrics
+import zoo
+from zoo import cli, metrics, registry
+from zoo.data import eval_pipeline
+from zoo.data.folder import load_query_gallery
+from zoo.evaluation import embed_dataset, evaluation_sets, measure, own_references
+from zoo.training import TrainConfig
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "pml_query_gallery.json").read_text())
 # PML's AccuracyCalculator names -> zoo.metrics.evaluate's
@@ -37,8 +43,6 @@ def oml_csv(root: Path, rows: list[tuple[str, str, str, str, str]]) -> Path:
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    from image_folders import make_class_folder
-
     return make_class_folder(tmp_path_factory.mktemp("qg") / "photos", classes=5, per_class=4)
 
 
@@ -48,11 +52,6 @@ def every_row(photos: Path, split_of=lambda c: "validation") -> list[tuple]:
 
 
 def test_a_csv_of_rows_both_query_and_gallery_measures_what_the_test_split_does(photos):
-    import zoo
-    from zoo.data.folder import load_query_gallery
-    from zoo.evaluation import evaluation_sets, measure, own_references
-    from zoo.training import TrainConfig
-
     # rows of classes 0-1 train (not evaluated), 2-4 validation, every one query and gallery
     csv_file = oml_csv(photos.parent, every_row(photos, lambda c: "train" if c < 2 else "validation"))
     queries, gallery = load_query_gallery(csv_file)
@@ -70,13 +69,6 @@ def test_a_csv_of_rows_both_query_and_gallery_measures_what_the_test_split_does(
 
 
 def test_zoo_evaluate_queries_against_a_gallery_of_folders_or_csv(photos, tmp_path, capsys):
-    from image_folders import make_class_folder
-
-    from zoo import cli, registry
-    from zoo.data import eval_pipeline
-    from zoo.data.folder import load_query_gallery
-    from zoo.evaluation import embed_dataset
-
     queries = make_class_folder(tmp_path / "queries", classes=5, per_class=2, seed=3)
     assert cli.main(["evaluate", "--model", "triplet_digits", "--queries", str(queries), "--gallery", str(photos)]) == 0
     captured = capsys.readouterr()
@@ -99,8 +91,6 @@ def test_zoo_evaluate_queries_against_a_gallery_of_folders_or_csv(photos, tmp_pa
     (("maybe", "true"), "column is_query must be true or false"),
 ])
 def test_a_query_gallery_csv_without_queries_or_gallery_is_refused(photos, flags, message):
-    from zoo.data.folder import load_query_gallery
-
     rows = [(label, path, split, *flags) for label, path, split, _, _ in every_row(photos)]
     with pytest.raises(ValueError, match=message):
         load_query_gallery(oml_csv(photos.parent, rows))
