@@ -187,6 +187,9 @@ def test_cli_calibrate_saves_the_thresholds_and_search_answers_no_match(tmp_path
     query = str(queries / "class_1" / "img_0.png")
     assert cli.main(["search", "--index", out, "--query", query, "--threshold", "optimal"]) == 2
     assert "threshold 'optimal' needs a calibrated index" in capsys.readouterr().err
+    assert cli.main(["search", "--index", out, "--query", query, "--threshold", "2", "-k", "2"]) == 0
+    captured = capsys.readouterr()  # every neighbour is within 2 (unit vectors); a number is a distance
+    assert len(captured.out.splitlines()) == 2 and "(a distance: the index is not calibrated)" in captured.err
     plot = tmp_path / "calibration.png"
     argv = ["calibrate", "--index", out, "--images", str(queries), "--target-precision", "0.9", "0.5", "--plot",
             str(plot)]

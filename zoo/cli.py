@@ -163,7 +163,8 @@ def _within_threshold(index, neighbors: list, threshold: str) -> list:
     cutpoints = None if index.calibration is None else index.calibration["cutpoints"]
     distance = resolve_threshold(cutpoints, threshold)
     named = f"cutpoint {threshold!r}, " if cutpoints and threshold in cutpoints else ""
-    print(f"threshold: {named}distance {distance:.4f}", file=sys.stderr)
+    unnamed = "" if named else f" (a distance: {'no cutpoint is named so' if cutpoints else 'the index is not calibrated'})"
+    print(f"threshold: {named}distance {distance:.4f}{unnamed}", file=sys.stderr)
     within = [neighbor for neighbor in neighbors if neighbor.distance <= distance]
     if not within:
         print(f"no match (the nearest, {neighbors[0].file}, is at {neighbors[0].distance:.4f})")
