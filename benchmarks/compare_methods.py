@@ -118,10 +118,12 @@ def scale_step_counts(hyperparameters: dict[str, Any], preset_steps: int, steps:
 
 
 def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, settings: dict[str, Any],
-             dataset: str = "glyphs", backbone: str = "small_cnn", imagenet: bool = False) -> dict[str, Any]:
+             dataset: str = "glyphs", backbone: str = "small_cnn", imagenet: bool = False,
+             publish: bool = False) -> dict[str, Any]:
     """Train run ``name`` once (``settings`` override its training configuration, for the names of
     ``zoo.training.TrainConfig``, and its hyperparameters); returns its metrics, the untrained model's and the last
-    epoch's logs (and the zero-shot ImageNet features' metrics, for an ImageNet backbone)."""
+    epoch's logs (and the zero-shot ImageNet features' metrics, for an ImageNet backbone). With ``publish``, a run
+    that is its preset exactly (same hyperparameters and steps, on the preset's dataset) publishes its weights as it."""
     from zoo import registry  # noqa: PLC0415 (TensorFlow after argparse)
     from zoo.training import TrainConfig, config_from_preset, read_epoch_log, train  # noqa: PLC0415
 
@@ -141,11 +143,16 @@ def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, set
             config.hyperparameters, preset_training["epochs"] * preset_training["steps_per_epoch"], steps)
         config.hyperparameters.update(
             {**hyperparameters, **{key: value for key, value in settings.items() if key not in training_settings}})
+        entry = registry.get_entry(preset)
+        if publish and config.hyperparameters == entry["hyperparameters"] and config.dataset == entry["dataset"] \
+                and steps == preset_training["epochs"] * preset_training["steps_per_epoch"]:
+            config.publish_as, config.command = preset, entry["command"]
         start = time.perf_counter()
         result = train(config)
         seconds = time.perf_counter() - start
         logs = read_epoch_log(Path(run_dir) / "history.jsonl")[-1]
     return {"metrics": result["metrics"], "untrained": result["metrics_untrained"], "last_epoch": logs,
+            **({"published": config.publish_as} if config.publish_as else {}),
             "seconds": round(seconds, 1), **({"zero_shot": result["metrics_zero_shot"]} if result["metrics_zero_shot"] else {})}
 
 
@@ -254,6 +261,8 @@ def main() -> None:
                         help="training settings (learning_rate, images_per_class, ...) and hyperparameters for the "
                         "runs (a reading of a method); stored as part of the run's name")
     parser.add_argument("--report", action="store_true", help="print the table of the stored runs; train nothing")
+    parser.add_argument("--publish", action="store_true", help="seed 0 of each run that is its preset exactly "
+                        "publishes its weights and card as that preset (zoo/pretrained/)")
     args = parser.parse_args()
     protocol = protocol_name(args.backbone_weights, args.backbone, args.imagenet)
     settings = dict(args.set)
@@ -273,7 +282,7 @@ def main() -> None:
                     continue
                 row = {"dataset": args.dataset, "protocol": protocol, "steps": args.steps, "run": label, "seed": seed,
                        **run_once(name, seed, args.steps, args.backbone_weights, settings, args.dataset, args.backbone,
-                                  args.imagenet)}
+                                  args.imagenet, args.publish and seed == 0 and not settings)}
                 with args.results.open("a") as results:
                     results.write(json.dumps(row) + "\n")
                 print(f"{label} seed {seed}: MAP@R {row['metrics']['map@r']:.3f} ({row['seconds']} s)", flush=True)

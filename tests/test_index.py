@@ -1,5 +1,6 @@
 """zoo.Index: embed a folder, search it (exact and approximate), save and reload it; zoo index / zoo search."""
 
+import json
 import shlex
 from pathlib import Path
 
@@ -111,11 +112,15 @@ def test_readme_your_own_images_commands_and_python_run(tmp_path, monkeypatch, c
                                                                           "eels", "yaks", "emus"))
     (command_block,) = readme_blocks("Your own images", "bash")
     commands = [shlex.split(line.split("#")[0]) for line in command_block.strip().splitlines()]
-    assert [argv[:2] for argv in commands] == [["zoo", "train"], ["zoo", "index"], ["zoo", "search"]]
+    assert [argv[:2] for argv in commands] == [["zoo", "index"], ["zoo", "train"], ["zoo", "index"], ["zoo", "search"]]
+    assert cli.main(commands[0][1:]) == 0  # ImageNet features, no training
+    assert Index.load("photos-imagenet.index").model_name == "efficientnet_lite0@96"
     fast = ["--epochs", "1", "--steps-per-epoch", "2"]  # the README's command, shortened for the test
-    assert cli.main([*commands[0][1:], *fast]) == 0
+    assert cli.main([*commands[1][1:], *fast]) == 0
     assert (tmp_path / "runs" / "photos" / "model.keras").is_file()
-    for argv in commands[1:]:
+    config = json.loads((tmp_path / "runs" / "photos" / "config.json").read_text())
+    assert (config["backbone"], config["backbone_weights"]) == ("efficientnet_lite0", "imagenet")  # the ImageNet start
+    for argv in commands[2:]:
         assert cli.main(argv[1:]) == 0, argv
     lines = capsys.readouterr().out.strip().splitlines()[-5:]
     assert lines[0].split("\t")[0] == "photos/cats/img_1.jpg" and lines[0].endswith("\tcats")

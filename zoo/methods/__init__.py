@@ -76,7 +76,7 @@ IMAGENET_PROTOCOL: dict[str, Any] = {
     "backbone": "efficientnet_lite0",
     "backbone_weights": "imagenet",
     "freeze_batchnorm": False,
-    "train_blocks": 2,
+    "train_blocks": 8,
     "dataset": "icons",
     "embedding_dim": 512,
     "input_size": 96,
