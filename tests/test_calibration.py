@@ -225,6 +225,8 @@ def test_calibrating_on_the_gallery_itself_leaves_each_image_out(tmp_path):
     nearest = index.nearest_others(index.files)
     assert all(n.file != file and n.distance > 0 for n, file in zip(nearest, index.files))
     assert index.calibrate(gallery).num_unseen == 0
+    assert index.calibration["cutpoints"]["optimal"]["rejection"] is None  # no unseen class: none, not NaN
+    assert calibration.cutpoints_table(index.calibration["cutpoints"]).splitlines()[1].endswith(" -")
 
 
 def test_readme_match_commands_and_python_run(tmp_path, monkeypatch, capsys):

@@ -56,10 +56,10 @@ class Sweep(NamedTuple):
     num_queries: int
     num_unseen: int
 
-    def row(self, position: int) -> dict[str, float]:
-        """The threshold (``distance``) and metrics of one row, as Python floats."""
-        return {"distance": float(self.thresholds[position]),
-                **{name: float(getattr(self, name)[position]) for name in METRICS}}
+    def row(self, position: int) -> dict[str, float | None]:
+        """The threshold (``distance``) and metrics of one row, as Python floats (None for a NaN: valid JSON)."""
+        values = {"distance": self.thresholds[position], **{name: getattr(self, name)[position] for name in METRICS}}
+        return {name: None if np.isnan(value) else float(value) for name, value in values.items()}
 
 
 def threshold_sweep(distances: np.ndarray, correct: np.ndarray, known: np.ndarray) -> Sweep:
@@ -207,7 +207,8 @@ def cutpoints_table(cutpoints: Mapping[str, Mapping[str, float]]) -> str:
     width = max(len("cutpoint"), *(len(name) for name in cutpoints))
     lines = [" ".join(["cutpoint".ljust(width), *(c.rjust(9) for c in ("distance", *METRICS))])]
     for name, row in cutpoints.items():
-        lines.append(" ".join([name.ljust(width), *(f"{row[c]:.4f}".rjust(9) for c in ("distance", *METRICS))]))
+        cells = ("-" if row[c] is None else f"{row[c]:.4f}" for c in ("distance", *METRICS))
+        lines.append(" ".join([name.ljust(width), *(cell.rjust(9) for cell in cells)]))
     return "\n".join(lines)
 
 
