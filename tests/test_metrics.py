@@ -220,6 +220,39 @@ def test_tied_data_matches_brute_force(small_blocks):
     assert_matches_brute_force(x, labels, gallery, gallery_labels, recall_ks=(1, 7, 200), precision_ks=(2, 10))
 
 
+def test_a_gallery_holding_the_queries_never_returns_a_query_itself(small_blocks):
+    # OML's rows that are both query and gallery: 120 of the 200 queries are in the 260-item gallery.
+    rng = np.random.default_rng(3)
+    queries, labels = halves(rng, 200), uneven_labels(rng, 200)
+    extra, extra_labels = halves(rng, 140), uneven_labels(rng, 140)
+    shared = rng.permutation(200)[:120]
+    order = rng.permutation(260)
+    gallery = np.concatenate([extra, queries[shared]])[order]
+    gallery_labels = np.concatenate([extra_labels, labels[shared]])[order]
+    own = np.full(200, -1)
+    own[shared] = np.argsort(order)[140 + np.arange(120)]
+    np.testing.assert_array_equal(gallery[own[shared]], queries[shared])
+    sims = queries @ gallery.T
+    sims[shared, own[shared]] = -np.inf  # brute_force_metrics: -inf is the query itself
+    ks = dict(recall_ks=(1, 3, 259), precision_ks=(1, 4))
+    expected = brute_force_metrics(sims, labels, gallery_labels, **ks)
+    kwargs = dict(reference_embeddings=gallery, reference_labels=gallery_labels, own_reference=own, **ks)
+    assert metrics.evaluate(queries, labels, metrics=RETRIEVAL, **kwargs) == pytest.approx(expected, abs=1e-12)
+    for family in RETRIEVAL:
+        alone = metrics.evaluate(queries, labels, metrics=(family,), **kwargs)
+        assert alone == pytest.approx({name: expected[name] for name in alone}, abs=1e-12), family
+    without = metrics.evaluate(queries, labels, metrics=("recall",), **{**kwargs, "own_reference": None})
+    assert without["recall@1"] > expected["recall@1"]  # a query finding itself is a hit
+    ranking = metrics.compute_ranking(queries, labels, gallery, gallery_labels, k=5, own_reference=own)
+    np.testing.assert_array_equal(ranking.neighbors, np.argsort(-sims, axis=1, kind="stable")[:, :5])
+    with pytest.raises(ValueError, match="own_reference gives one reference to several queries"):
+        metrics.evaluate(queries, labels, **{**kwargs, "own_reference": np.zeros(200, int)})
+    with pytest.raises(ValueError, match="must be -1 or a reference position in"):
+        metrics.evaluate(queries, labels, **{**kwargs, "own_reference": np.full(200, 260)})
+    with pytest.raises(ValueError, match="own_reference needs reference_embeddings"):
+        metrics.evaluate(queries, labels, own_reference=own)
+
+
 def test_knn_equals_brute_force_and_faiss_flat_index():
     rng = np.random.default_rng(2)
     x = unit_rows(rng, 2300, 32)  # two blocks of the default size: upper-triangle scan with a transpose

@@ -76,6 +76,15 @@ def test_nearest_neighbors_rank_like_the_metrics_with_the_query_excluded():
     np.testing.assert_array_equal(indices, np.argsort(-(metrics.l2_normalise(x[queries]) @ unit.T), axis=1)[:, :4])
     with pytest.raises(ValueError, match="k=40 must be between 1 and the number of references per query"):
         viz.nearest_neighbors(x, labels, queries, k=40)
+    # a gallery holding the queries themselves (OML's rows both query and gallery): never their own neighbour
+    with_queries = np.concatenate([gallery, x])
+    own = np.full(40, -1)
+    own[queries] = 10 + queries
+    indices, _ = viz.nearest_neighbors(x, labels, queries, 4, with_queries, np.r_[np.arange(10) % 4, labels], own)
+    sims = metrics.l2_normalise(x[queries]) @ metrics.l2_normalise(with_queries).T
+    sims[np.arange(3), 10 + queries] = -np.inf
+    np.testing.assert_array_equal(indices, np.argsort(-sims, axis=1, kind="stable")[:, :4])
+    assert indices[0, 0] == 10 + 7 and indices[1, 0] == 10 + 3  # the duplicate, not the query itself
 
 
 def toy_images(n=30, num_classes=5, seed=0):

@@ -34,8 +34,8 @@ _LAZY_ATTRIBUTES = {
     "list_models": "zoo.registry",
     "load": "zoo.registry",
 }
-SUBMODULES = ("backbones", "callbacks", "cards", "cli", "data", "evaluation", "export", "index", "losses", "methods",
-              "metrics", "miners", "registry", "training", "viz")
+SUBMODULES = ("backbones", "calibration", "callbacks", "cards", "cli", "data", "evaluation", "export", "index", "losses",
+              "methods", "metrics", "miners", "registry", "training", "viz")
 __all__ = [*_LAZY_ATTRIBUTES, *SUBMODULES]
 
 

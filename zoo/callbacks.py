@@ -145,7 +145,8 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     ) -> None:
         grid = viz.grid_from_embeddings(
             embeddings, labels, self.dataset, self.grid_queries, self.grid_k,
-            reference_dataset=self.reference_dataset, **reference,
+            reference_dataset=self.reference_dataset, own_reference=self.evaluate_kwargs.get("own_reference"),
+            **reference,
         )
         with self._summary_writer().as_default():
             tf.summary.image(f"{self.prefix}retrieval_grid", grid[None], step=step)

@@ -4,12 +4,17 @@
     zoo train --method triplet --dataset digits --resume
     zoo train --dataset folder --data-dir photos/      # your own images, one subfolder per class
     zoo evaluate --model triplet_digits --dataset digits
+    zoo evaluate --model triplet_digits --queries queries/ --gallery gallery/   # or --queries data.csv (is_query)
     zoo export --model triplet_digits --out exported/triplet_digits
+    zoo export --model triplet_digits --format tflite [--quantize] --out triplet_digits.tflite
+    zoo export --index photos.index --out exported/photos     # model, vectors, labels, thresholds: match signature
     zoo show --model triplet_digits --dataset digits --out grid.png --map map.png [--failures]
     zoo index --model triplet_digits --images photos/ --out photos.index
     zoo index --backbone efficientnet_lite0 --images photos/ --out photos.index   # ImageNet features, no training
     zoo evaluate --backbone efficientnet_lite0 --dataset folder --data-dir photos/
     zoo search --index photos.index --query photo.png -k 10 [--grid result.png]
+    zoo calibrate --index photos.index --images calibration/ --target-precision 0.95 [--plot calibration.png]
+    zoo search --index photos.index --query photo.png --threshold optimal   # or 0.95 (a target), or a distance
     zoo card triplet_digits
     zoo list
     zoo list --markdown
@@ -61,6 +66,7 @@ def _model_spec(args: argparse.Namespace) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from zoo.data.folder import load_query_gallery
     from zoo.evaluation import evaluation_sets, measure
     from zoo.registry import load_model, model_input_size
     from zoo.training import TrainConfig
@@ -68,21 +74,45 @@ def _evaluate(args: argparse.Namespace) -> None:
     spec = _model_spec(args)
     model = load_model(spec)
     config = TrainConfig(dataset=args.dataset, data_dir=args.data_dir, input_size=model_input_size(model))
-    queries, gallery = evaluation_sets(config)
+    if args.queries:
+        queries, gallery = load_query_gallery(args.queries, args.gallery)
+        print(f"{len(queries)} queries against a gallery of {len(gallery)} images", file=sys.stderr)
+    elif args.gallery:
+        raise ValueError("--gallery needs --queries")
+    else:
+        queries, gallery = evaluation_sets(config)
     print(metrics_table({spec: measure(model, queries, gallery, config)}))
 
 
 def _export(args: argparse.Namespace) -> None:
-    from zoo.export import export_saved_model
+    from zoo import export
     from zoo.registry import load_model
 
-    path = export_saved_model(load_model(args.model), args.out)
-    print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> 'embeddings')")
+    if (args.model is None) == (args.index is None):
+        raise ValueError("give --model (a model) or --index (an index with its model), not both")
+    if args.quantize and args.format != "tflite":
+        raise ValueError("--quantize applies to --format tflite")
+    if args.index:
+        from zoo.index import Index
+
+        index = Index.load(args.index)
+        path = export.export_index(index, args.out, tflite=args.format == "tflite", quantize=args.quantize)
+        thresholds = ", ".join(index.calibration["cutpoints"]) if index.calibration else "none (not calibrated)"
+        print(f"index of {len(index)} images written to {path}: saved_model/ (signatures 'serve', 'serve_images', "
+              f"'match'), index.json (thresholds: {thresholds}), embeddings.npy"
+              + (", model.tflite" if args.format == "tflite" else ""))
+    elif args.format == "tflite":
+        path = export.export_tflite(load_model(args.model), args.out, quantize=args.quantize)
+        print(f"TFLite model written to {path} ({'int8 dynamic-range' if args.quantize else 'float32'}; signature "
+              f"'serve': images float32 [0, 255] at the model's size -> 'embeddings')")
+    else:
+        path = export.export_saved_model(load_model(args.model), args.out)
+        print(f"SavedModel written to {path} (signature 'serve': images float32 [0, 255] -> 'embeddings')")
 
 
 def _show(args: argparse.Namespace) -> None:
     from zoo import viz
-    from zoo.evaluation import embed_for_retrieval, evaluation_pipelines, evaluation_sets
+    from zoo.evaluation import embed_for_retrieval, evaluation_pipelines, evaluation_sets, own_references
     from zoo.registry import load_model, model_input_size
     from zoo.training import TrainConfig
 
@@ -93,7 +123,8 @@ def _show(args: argparse.Namespace) -> None:
     embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
     grid = viz.grid_from_embeddings(
         embeddings, labels, query_data, args.n_queries, args.k, class_names=queries.class_names, seed=args.seed,
-        failures=args.failures, reference_dataset=gallery_data, **reference,
+        failures=args.failures, reference_dataset=gallery_data, own_reference=own_references(queries, gallery),
+        **reference,
     )
     which = "failed queries" if args.failures else "queries"
     print(f"retrieval grid ({which}, {args.k} neighbours each) written to {viz.save_png(grid, args.out)}")
@@ -122,13 +153,16 @@ def _search(args: argparse.Namespace) -> None:
 
     index = Index.load(args.index, model=load_model(args.model) if args.model else None)
     neighbors = index.search(args.query, args.k)
+    shown = neighbors if args.threshold is None else _within_threshold(index, neighbors, args.threshold)
     if args.format == "json":
-        print(json.dumps([dataclasses.asdict(neighbor) for neighbor in neighbors], indent=1))
+        print(json.dumps([dataclasses.asdict(neighbor) for neighbor in shown], indent=1))
+    elif not shown:
+        print(f"no match (the nearest, {one_line(neighbors[0].file)}, is at {neighbors[0].distance:.4f})")
     else:
-        for neighbor in neighbors:
+        for neighbor in shown:
             label = neighbor.label if neighbor.label is not None else "-"
             print(f"{one_line(neighbor.file)}\t{neighbor.distance:.4f}\t{one_line(label)}")
-    if args.grid:
+    if args.grid:  # the k nearest, whatever the threshold
         print(f"grid written to {viz.save_png(viz.search_grid(args.query, neighbors, index.label_of(args.query)), args.grid)}", file=sys.stderr)
 
 
@@ -138,6 +172,34 @@ LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
 def one_line(text: str) -> str:
     """``text`` with newlines, carriage returns and tabs written ``\\n``, ``\\r``, ``\\t``: one field of one line."""
     return text.translate(LINE_BREAKS)
+
+
+def _within_threshold(index, neighbors: list, threshold: str) -> list:
+    """The neighbours within a threshold (a cutpoint's name or a distance)."""
+    from zoo.calibration import resolve_threshold
+
+    cutpoints = None if index.calibration is None else index.calibration["cutpoints"]
+    distance = resolve_threshold(cutpoints, threshold)
+    named = f"cutpoint {threshold!r}, " if cutpoints and threshold in cutpoints else ""
+    unnamed = "" if named else f" (a distance: {'no cutpoint is named so' if cutpoints else 'the index is not calibrated'})"
+    print(f"threshold: {named}distance {distance:.4f}{unnamed}", file=sys.stderr)
+    return [neighbor for neighbor in neighbors if neighbor.distance <= distance]
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from zoo import calibration
+    from zoo.index import Index
+
+    index = Index.load(args.index)
+    targets = {"precision": args.target_precision} if args.target_precision is not None else None
+    sweep = index.calibrate(args.images, targets=targets, metric=args.metric)
+    index.save(args.index)
+    print(f"calibrated on {sweep.num_queries} images of {args.images} ({sweep.num_unseen} of classes not in the "
+          f"index), saved in {args.index}:")
+    print(calibration.cutpoints_table(index.calibration["cutpoints"]))
+    if args.plot:
+        print(f"plot written to {calibration.plot_sweep(sweep, index.calibration['cutpoints'], args.plot)}",
+              file=sys.stderr)
 
 
 def _card(args: argparse.Namespace) -> None:
@@ -177,7 +239,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "export": _export, "show": _show, "index": _index,
-            "search": _search, "card": _card, "list": _list}
+            "search": _search, "calibrate": _calibrate, "card": _card, "list": _list}
 MODEL_HELP = "registry name (zoo list) or a .keras file"
 
 
@@ -209,9 +271,17 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     add_model_arguments(evaluate)
     evaluate.add_argument("--dataset", default="digits", help="dataset whose test split is measured")
     evaluate.add_argument("--data-dir", help="the dataset's files (benchmarks, folder)")
-    export = command("export", "export a model as a TensorFlow SavedModel")
-    export.add_argument("--model", required=True, help=MODEL_HELP)
-    export.add_argument("--out", required=True, help="output folder")
+    evaluate.add_argument("--queries", help="instead of a dataset: query images (class folder or CSV), or a CSV "
+                          "with is_query and is_gallery columns")
+    evaluate.add_argument("--gallery", help="the gallery the queries retrieve from (class folder or CSV)")
+    export = command("export", "export a model as a TensorFlow SavedModel or TFLite file, or an index for serving")
+    export.add_argument("--model", help=MODEL_HELP)
+    export.add_argument("--index", help="instead of --model: folder written by zoo index; exports its model, "
+                        "vectors, labels and calibrated thresholds together (match signature)")
+    export.add_argument("--out", required=True, help="output folder (a .tflite file for --format tflite)")
+    export.add_argument("--format", choices=("savedmodel", "tflite"), default="savedmodel",
+                        help="TensorFlow SavedModel, or TFLite (with --index: both)")
+    export.add_argument("--quantize", action="store_true", help="TFLite with dynamic-range int8 weights")
     show = command("show", "retrieval grid (and embedding map) of a model on a dataset's test split")
     show.add_argument("--model", required=True, help=MODEL_HELP)
     show.add_argument("--dataset", default="digits", help="dataset whose test split is shown")
@@ -239,6 +309,17 @@ def build_parser(train_arguments: bool = True) -> argparse.ArgumentParser:
     search.add_argument("--format", choices=("text", "json"), default="text",
                         help="text: one line per neighbour, 'file<TAB>distance<TAB>label' (newlines and tabs in names "
                         "written \\n and \\t); json: a list of {file, label, distance}, for programs")
+    search.add_argument("--threshold", help="print only the neighbours within it (else 'no match'): a calibrated "
+                        "cutpoint ('optimal', or a target such as 0.95; zoo calibrate) or an L2 distance")
+    calibrate = command("calibrate", "measure match thresholds of an index on labelled images (saved with it)")
+    calibrate.add_argument("--index", required=True, help="folder written by zoo index")
+    calibrate.add_argument("--images", required=True, help="folder of labelled images, one subfolder per class "
+                           "(include classes that are not in the index: they should get 'no match')")
+    calibrate.add_argument("--target-precision", type=float, nargs="+", help="also keep the largest threshold "
+                           "with this precision (cutpoint named after it, e.g. 0.95); several values allowed")
+    calibrate.add_argument("--metric", choices=("f1", "precision", "recall", "rejection"), default="f1",
+                           help="what the 'optimal' threshold maximises")
+    calibrate.add_argument("--plot", help="PNG file of precision and recall against the threshold")
     card = command("card", "a registry entry as a readable model card")
     card.add_argument("name", help="registry name, e.g. triplet_digits")
     listing = command("list", "registry entries, one line each")

@@ -1,6 +1,6 @@
 """Retrieval evaluation of an embedding model: the evaluation sets, their embeddings and their metrics.
 
-    queries, gallery = evaluation_sets(config)            # the test split, or In-Shop's query and gallery
+    queries, gallery = evaluation_sets(config)            # the test split, or In-Shop's (a CSV's) query and gallery
     metrics = measure(model, queries, gallery, config)    # zoo.metrics.evaluate on their embeddings
 
 Every evaluation goes through here: ``zoo train`` and ``zoo evaluate``, the :class:`zoo.callbacks.RetrievalEvaluation`
@@ -10,6 +10,7 @@ center-cropped images and rank In-Shop's queries against its gallery.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keras
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from zoo.data import ImageSet, eval_pipeline, load_dataset
+from zoo.data.folder import has_query_gallery, load_query_gallery
 from zoo.metrics import evaluate
 
 if TYPE_CHECKING:  # zoo.training imports this module
@@ -62,9 +64,11 @@ def embed_for_retrieval(
 
 
 def evaluation_sets(config: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
-    """The held-out queries and, for query/gallery benchmarks (In-Shop), the gallery."""
+    """The held-out queries and, for query/gallery benchmarks (In-Shop, a CSV with ``is_query``), the gallery."""
     if config.dataset == "inshop":
         return (load_dataset("inshop", "query", config.data_dir), load_dataset("inshop", "gallery", config.data_dir))
+    if config.dataset == "folder" and has_query_gallery(config.data_dir):
+        return load_query_gallery(config.data_dir)
     return load_dataset(config.dataset, "test", config.data_dir, **config.dataset_options), None
 
 
@@ -76,12 +80,24 @@ def evaluation_pipelines(
     return eval_pipeline(queries, config.input_size, config.eval_batch_size), gallery_data
 
 
+def own_references(queries: ImageSet, gallery: ImageSet | None) -> np.ndarray | None:
+    """The gallery position of each query's own file (-1 for none), or None when no query is in the gallery."""
+    if gallery is None or queries.paths is None or gallery.paths is None:
+        return None
+    positions = {str(Path(path).resolve()): i for i, path in enumerate(gallery.paths)}
+    own = np.array([positions.get(str(Path(path).resolve()), -1) for path in queries.paths], np.int64)
+    return own if (own >= 0).any() else None
+
+
 def measure(model: keras.Model, queries: ImageSet, gallery: ImageSet | None, config: TrainConfig) -> dict[str, float]:
-    """All retrieval metrics of ``model`` on the evaluation split(s), with ``config``'s Ks and seed."""
+    """All retrieval metrics of ``model`` on the evaluation split(s), with ``config``'s Ks and seed.
+
+    A query that is also in the gallery (the same file) never retrieves itself.
+    """
     query_data, gallery_data = evaluation_pipelines(queries, gallery, config)
     embeddings, labels, reference = embed_for_retrieval(model, query_data, gallery_data)
-    return evaluate(embeddings, labels, **reference, recall_ks=config.recall_ks, precision_ks=config.precision_ks,
-                    seed=config.seed)
+    return evaluate(embeddings, labels, **reference, own_reference=own_references(queries, gallery),
+                    recall_ks=config.recall_ks, precision_ks=config.precision_ks, seed=config.seed)
 
 
 def raw_pixel_model(input_size: int) -> keras.Model:

@@ -5,8 +5,13 @@
     index.save("photos.index")
     index = zoo.Index.load("photos.index")                          # refuses another model's weights
 
+    index.calibrate("calibration/", targets={"precision": 0.95})    # thresholds (zoo.calibration), saved with it
+    index.match("query.png", threshold="optimal")   # its nearest Neighbor, or None: "no match"
+
     zoo index --model triplet_digits --images photos/ --out photos.index
     zoo search --index photos.index --query query.png -k 10 --grid result.png
+    zoo calibrate --index photos.index --images calibration/ --target-precision 0.95 --plot calibration.png
+    zoo search --index photos.index --query query.png --threshold optimal
 
 The index is kept beside the model, not in it (TensorFlow Similarity's index, outside the Model class).
 Images go through the evaluation's preprocessing (:func:`zoo.data.preprocess_for_embedding`) and
@@ -38,7 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from zoo import registry
+from zoo import calibration, registry
 from zoo.data import ImageSet, eval_pipeline, preprocess_for_embedding
 from zoo.data.folder import check_readable, image_files
 from zoo.evaluation import embed_dataset
@@ -96,6 +101,11 @@ def _file_set(paths: Sequence[str], labels: Sequence[str | None]) -> ImageSet:
                     paths=tuple(paths))
 
 
+def _is_single(query) -> bool:
+    """Whether a query is one image (a file, or an array (H, W, 3)) rather than a batch."""
+    return isinstance(query, (str, Path)) or (not isinstance(query, (list, tuple)) and np.ndim(query) == 3)
+
+
 def embed_files(model: keras.Model, paths: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Embeddings (N, D) of image files, decoded, resized and centre-cropped as the evaluation does.
 
@@ -133,6 +143,8 @@ class Index:
         labels: the label of each file, or None.
         embeddings: float32 (N, D) unit embeddings of the files.
         kind: ``"exact"``, ``"hnsw"`` or ``"ivf"``.
+        calibration: None, or what :meth:`calibrate` measured: ``cutpoints`` (name -> distance and metrics),
+            ``metric``, ``queries``, ``unseen`` and ``gallery_sha256`` (:meth:`gallery_sha256`).
     """
 
     def __init__(
@@ -157,6 +169,7 @@ class Index:
         self.kind = kind
         self._vectors = vectors if vectors is not None else _faiss_index(self.embeddings, kind)
         self._positions = {str(Path(file).resolve()): i for i, file in enumerate(self.files)}
+        self.calibration: dict | None = None
 
     @classmethod
     def from_images(
@@ -219,7 +232,7 @@ class Index:
         """
         if not 1 <= k <= len(self):
             raise ValueError(f"k={k} must be between 1 and the number of indexed images ({len(self)})")
-        single = isinstance(query, (str, Path)) or (not isinstance(query, (list, tuple)) and np.ndim(query) == 3)
+        single = _is_single(query)
         if isinstance(query, (str, Path, list, tuple)):
             paths = [str(query)] if single else [str(path) for path in query]
             embeddings = embed_files(self.model, paths)
@@ -259,6 +272,8 @@ class Index:
                 "input_size": registry.model_input_size(self.model), "count": len(self),
                 "dimension": int(self.embeddings.shape[1]), "files": [_relative_to(path, file) for file in self.files],
                 "labels": self.labels}
+        if self.calibration is not None:
+            meta["calibration"] = self.calibration
         meta["sha256"] = {**{name: registry.sha256_of(path / name) for name in INDEX_FILES},
                           **{part: _json_sha256(meta[part]) for part in INDEX_PARTS}}
         (path / "index.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -296,8 +311,97 @@ class Index:
                 "(zoo index) or load it with the model it was built with"
             )
         files = [_from_folder(path, file) for file in meta["files"]]
-        return cls(model, files, meta["labels"], embeddings, model_name=meta["model"], kind=meta["kind"],
-                   vectors=vectors)
+        index = cls(model, files, meta["labels"], embeddings, model_name=meta["model"], kind=meta["kind"],
+                    vectors=vectors)
+        index.calibration = index._checked_calibration(meta.get("calibration"), path)
+        return index
+
+    def gallery_sha256(self) -> str:
+        """sha256 of the gallery (its embeddings and labels): a calibration holds for this gallery only."""
+        digest = hashlib.sha256(self.embeddings.tobytes())
+        digest.update(json.dumps(self.labels).encode())
+        return digest.hexdigest()
+
+    def _checked_calibration(self, saved: dict | None, path: Path) -> dict | None:
+        """A saved calibration, refused when the gallery is not the one it was measured on."""
+        if saved is not None and saved.get("gallery_sha256") != self.gallery_sha256():
+            raise ValueError(f"the calibration saved in {path} was measured on another gallery (sha256 "
+                             f"{saved.get('gallery_sha256')}, this one {self.gallery_sha256()}): calibrate again")
+        return saved
+
+    def nearest_others(self, query: str | Path | np.ndarray | Sequence[str | Path]) -> list[Neighbor]:
+        """The nearest gallery image of each query of a batch, other than the query's own file."""
+        queries = [query] if isinstance(query, (str, Path)) else query
+        results = self.search(queries, k=min(2, len(self)))
+        own = [None] * len(results) if not isinstance(queries, (list, tuple)) else [
+            self._positions.get(str(Path(file).resolve())) for file in queries]
+        return [neighbors[1 if position is not None else 0] for neighbors, position in zip(results, own)]
+
+    def calibrate(
+        self,
+        images: str | Path | np.ndarray | Sequence[str | Path],
+        labels: Sequence[str] | None = None,
+        targets: dict[str, float | Sequence[float]] | None = None,
+        metric: str = "f1",
+    ) -> calibration.Sweep:
+        """Measure match thresholds on labelled queries and keep them (:mod:`zoo.calibration`).
+
+        Each query's nearest gallery image (other than its own file, when it is indexed) is a match when it is
+        within the threshold; a query of a class absent from the gallery should get "no match". The optimal
+        threshold for ``metric`` and one per target are kept in :attr:`calibration` (saved with the index).
+
+        Args:
+            images: a folder (labels: its subfolders), image files or an array (B, H, W, 3) in [0, 255].
+            labels: the label of each image (a folder's by default).
+            targets: e.g. ``{"precision": 0.95}`` (or ``[0.9, 0.95]``): the largest threshold that keeps that
+                precision.
+            metric: what the ``"optimal"`` threshold maximises: ``"f1"``, ``"precision"``, ``"recall"``,
+                ``"rejection"``.
+
+        Returns:
+            The sweep over every threshold (for :func:`zoo.calibration.plot_sweep`).
+
+        Raises:
+            ValueError: images without labels, a calibration set of one class, an unlabelled gallery, a target
+                that no threshold reaches, an unknown metric.
+        """
+        if isinstance(images, (str, Path)):
+            files, folder_labels = image_files(images)
+            images, labels = files, folder_labels if labels is None else labels
+        if labels is None:
+            raise ValueError("calibration images need labels: a folder with one subfolder per class, or labels=...")
+        if len(self) < 2:
+            raise ValueError(f"an index of {len(self)} image cannot be calibrated: index at least 2")
+        neighbors = self.nearest_others(images)
+        correct, known = calibration.nearest_outcomes(list(labels), [n.label for n in neighbors], self.labels)
+        sweep = calibration.threshold_sweep([n.distance for n in neighbors], correct, known)
+        self.calibration = {
+            "metric": metric, "cutpoints": calibration.choose_cutpoints(sweep, targets, metric),
+            "queries": sweep.num_queries, "unseen": sweep.num_unseen, "gallery_sha256": self.gallery_sha256(),
+        }
+        return sweep
+
+    def match(
+        self, query: str | Path | np.ndarray | Sequence[str | Path], threshold: str | float = "optimal"
+    ) -> Neighbor | None | list[Neighbor | None]:
+        """The nearest gallery image of a query if it is within ``threshold``, else None ("no match").
+
+        Args:
+            query: as :meth:`search` (a file, an image, or a batch). A query file that is in the index matches
+                itself at distance 0.
+            threshold: a calibrated cutpoint's name (``"optimal"``, ``"0.95"``: see :attr:`calibration`) or
+                a distance.
+
+        Raises:
+            ValueError: a cutpoint name on an uncalibrated index, or an unknown one.
+        """
+        cutpoints = None if self.calibration is None else self.calibration["cutpoints"]
+        distance = calibration.resolve_threshold(cutpoints, threshold)
+        single = _is_single(query)
+        results = self.search(query, k=1)
+        found = [neighbors[0] if neighbors[0].distance <= distance else None
+                 for neighbors in ([results] if single else results)]
+        return found[0] if single else found
 
 
 def _relative_to(folder: Path, file: str) -> str:

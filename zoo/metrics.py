@@ -6,7 +6,9 @@ libraries):
 - Embeddings are L2-normalised here and compared by cosine similarity (inner product of unit vectors,
   the same order as Euclidean distance).
 - Without a reference set the queries are the references and each query is excluded from its own
-  neighbours. A query whose class has no other item among the references is left out of every
+  neighbours. With a reference set (a gallery) that holds some queries themselves (``own_reference``:
+  OML's rows that are both query and gallery), each such query never retrieves itself (PML's
+  ``ref_includes_query``). A query whose class has no other item among the references is left out of every
   retrieval metric (it still counts for NMI and F1).
 - Ties. Neighbour lists order equal similarities by the smaller reference index. The rank of a
   positive counts every reference at least as similar as it (tied items all rank before it), the
@@ -103,6 +105,7 @@ def evaluate(
     *,
     reference_embeddings=None,
     reference_labels=None,
+    own_reference=None,
     recall_ks: Iterable[int] = (1, 2, 4, 8),
     precision_ks: Iterable[int] = (1, 3, 5, 10),
     metrics: Iterable[str] = ALL_METRICS,
@@ -116,6 +119,8 @@ def evaluate(
         labels: (N,) or (N, 1) class labels of the queries.
         reference_embeddings: (M, D) gallery to retrieve from; None retrieves among the queries.
         reference_labels: (M,) labels of the gallery; given together with ``reference_embeddings``.
+        own_reference: (N,) int, the position of each query among the references when the gallery holds the
+            query itself (never retrieved), -1 where it does not; None: none does.
         recall_ks: the K of ``recall@K``.
         precision_ks: the k of ``precision@k``.
         metrics: which of ``ALL_METRICS`` to compute.
@@ -149,7 +154,8 @@ def evaluate(
     num_classes = len(np.unique(query_labels))
     if num_classes < 2:
         raise ValueError(f"labels must contain at least 2 classes, got {num_classes}")
-    num_references = len(references) - same_set
+    own_reference = _check_own_reference(own_reference, len(queries), None if same_set else len(references))
+    num_references = len(references) - same_set - bool(own_reference is not None and (own_reference >= 0).any())
     recall_ks = _check_ks("recall", recall_ks, num_references) if "recall" in metrics else ()
     precision_ks = _check_ks("precision", precision_ks, num_references) if "precision" in metrics else ()
     gpu = gpu_resources(use_gpu)
@@ -168,6 +174,7 @@ def evaluate(
             positive_ranks=bool(rank_metrics),
             list_ranks=max(precision_ks + (1,) * bool(recall_ks), default=0),
             gpu=gpu,
+            own_reference=own_reference,
         )
         results.update(retrieval_metrics(ranking, recall_ks, precision_ks, rank_metrics))
     if "nmi" in metrics or "f1" in metrics:
@@ -189,6 +196,7 @@ def compute_ranking(
     positive_ranks: bool = True,
     list_ranks: int = 0,
     gpu: "faiss.StandardGpuResources | None" = None,
+    own_reference: np.ndarray | None = None,
 ) -> Ranking:
     """Exact k nearest neighbours and the ranks of the positives.
 
@@ -202,6 +210,8 @@ def compute_ranking(
         list_ranks: place the first this many positives in the neighbour list (``recall@K``: 1,
             ``precision@k``: k).
         gpu: faiss GPU resources computing the similarities, or None for the CPU.
+        own_reference: (Q,) int64 position of each query among ``references`` (itself: never a positive nor a
+            neighbour), -1 for none; None: no query is among them.
 
     Returns:
         A :class:`Ranking`; the arrays not requested have no columns.
@@ -210,19 +220,20 @@ def compute_ranking(
     if same_set:
         references, reference_labels = queries, query_labels
     num_references = len(references) - same_set
-    positives, positive_sims = _positives(queries, query_labels, references, reference_labels, same_set)
+    positives, positive_sims = _positives(queries, query_labels, references, reference_labels, same_set,
+                                          own_reference)
     num_positives = (positives >= 0).sum(axis=1)
     num_slots = positives.shape[1] if positive_ranks else min(list_ranks, positives.shape[1])
     at_least, in_list = _count_negatives(
         queries, None if same_set else references, positives, positive_sims,
-        num_slots=num_slots, num_list=min(list_ranks, num_slots), gpu=gpu,
+        num_slots=num_slots, num_list=min(list_ranks, num_slots), gpu=gpu, own_reference=own_reference,
     )
     padding = np.arange(positives.shape[1]) >= num_positives[:, None]
     ranks = rankdata(-positive_sims, method="max", axis=1).astype(np.int64)[:, :num_slots] + at_least
     ranks[padding[:, :num_slots]] = num_references + 1
     positions = np.arange(1, in_list.shape[1] + 1) + in_list
     positions[padding[:, : in_list.shape[1]]] = num_references + 1
-    neighbors, similarities = _knn(queries, None if same_set else references, k, gpu)
+    neighbors, similarities = _knn(queries, None if same_set else references, k, gpu, own_reference)
     return Ranking(neighbors, similarities, ranks if positive_ranks else ranks[:, :0], positions, num_positives)
 
 
@@ -395,6 +406,7 @@ def _count_negatives(
     num_slots: int,
     num_list: int,
     gpu: "faiss.StandardGpuResources | None",
+    own_reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Negatives at least as similar as each positive, and before it in the neighbour list.
 
@@ -412,6 +424,7 @@ def _count_negatives(
         num_slots: count for the first this many positive slots.
         num_list: count the list position for the first this many (<= num_slots).
         gpu: faiss GPU resources for the similarity blocks, or None.
+        own_reference: (Q,) reference that is the query itself (masked out as the positives are), -1 for none.
 
     Returns:
         (Q, num_slots) and (Q, num_list) int64 counts (zero in padded slots).
@@ -428,6 +441,8 @@ def _count_negatives(
         references, column_ids = scan_queries, order
     else:
         columns, column_ids = scan_positives, np.arange(len(references))
+        if own_reference is not None:  # masked out of every block with the positives
+            columns = np.concatenate([columns, own_reference[order, None]], axis=1)
     scan = _Scan(
         scan_queries, references, similarities[order, :num_slots], columns, scan_positives[:, :num_list],
         column_ids, (num_positives[order, None] > np.arange(num_slots)).sum(axis=0), num_list, same_set,
@@ -545,11 +560,12 @@ class _Counter:
 
 
 def _positives(
-    queries: np.ndarray, query_labels: np.ndarray, references: np.ndarray, reference_labels: np.ndarray, same_set: bool
+    queries: np.ndarray, query_labels: np.ndarray, references: np.ndarray, reference_labels: np.ndarray, same_set: bool,
+    own_reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each query's same-class references (self excluded) in list order (most similar first, equal
-    similarities by smaller index): ids padded with -1 and similarities padded with -inf. One small
-    product per class."""
+    """Each query's same-class references (self excluded, and its ``own_reference``) in list order (most
+    similar first, equal similarities by smaller index): ids padded with -1 and similarities padded with
+    -inf. One small product per class."""
     ref_order = np.argsort(reference_labels, kind="stable")
     ref_sorted = reference_labels[ref_order]
     query_order = np.argsort(query_labels, kind="stable")
@@ -568,9 +584,15 @@ def _positives(
         block = queries[members] @ references[refs].T
         if same_set:  # members == refs: the diagonal is the query itself
             np.fill_diagonal(block, -np.inf)
+        if own_reference is not None:
+            block[refs[None, :] == own_reference[members, None]] = -np.inf
         order = np.argsort(-block, axis=1, kind="stable")[:, :m]
         ids[members, :m] = refs[order]
         sims[members, :m] = np.take_along_axis(block, order, axis=1)
+    if own_reference is not None:  # the query itself, sorted last: padding
+        ids[sims == -np.inf] = -1
+        width = int((ids >= 0).sum(axis=1).max(initial=0))
+        ids, sims = ids[:, :width], sims[:, :width]
     return ids, sims
 
 
@@ -593,10 +615,12 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def _knn(
-    queries: np.ndarray, references: np.ndarray | None, k: int, gpu: "faiss.StandardGpuResources | None"
+    queries: np.ndarray, references: np.ndarray | None, k: int, gpu: "faiss.StandardGpuResources | None",
+    own_reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-NN by inner product, (ids, similarities), most similar first and equal similarities
-    by smaller index; references None: among the queries, each without itself.
+    by smaller index; references None: among the queries, each without itself; a query's ``own_reference``
+    is never its neighbour.
 
     faiss' max-heaps of negated similarities keep, of equal values, the first added; reference
     blocks are added in increasing order.
@@ -609,6 +633,10 @@ def _knn(
             dists = -_inner_products(queries[r0 : r0 + BLOCK_SIZE], references[c0 : c0 + BLOCK_SIZE], gpu)
             if same_set and r0 == c0:
                 np.fill_diagonal(dists, np.inf)
+            if own_reference is not None:
+                own = own_reference[r0 : r0 + BLOCK_SIZE] - c0
+                rows = np.flatnonzero((own >= 0) & (own < dists.shape[1]))
+                dists[rows, own[rows]] = np.inf
             heap.heaps.addn(dists.shape[1], faiss.swig_ptr(dists), c0, r0, dists.shape[0])
     heap.finalize()
     return heap.I, -heap.D
@@ -654,6 +682,23 @@ def _check_metric_names(metrics: Iterable[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {list(ALL_METRICS)}")
     return metrics
+
+
+def _check_own_reference(own_reference, num_queries: int, num_references: int | None) -> np.ndarray | None:
+    """Validate (Q,) positions among the references (-1: none), each reference the query of at most one."""
+    if own_reference is None:
+        return None
+    if num_references is None:
+        raise ValueError("own_reference needs reference_embeddings: without them each query is excluded already")
+    own = np.asarray(own_reference)
+    if own.shape != (num_queries,) or not np.issubdtype(own.dtype, np.integer):
+        raise ValueError(f"own_reference must be ({num_queries},) integers, got {own.dtype} {own.shape}")
+    if ((own < -1) | (own >= num_references)).any():
+        raise ValueError(f"own_reference must be -1 or a reference position in [0, {num_references})")
+    taken = own[own >= 0]
+    if len(np.unique(taken)) != len(taken):
+        raise ValueError("own_reference gives one reference to several queries")
+    return own.astype(np.int64)
 
 
 def _check_ks(name: str, ks: Iterable[int], num_references: int) -> tuple[int, ...]:

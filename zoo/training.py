@@ -46,7 +46,7 @@ from zoo.backbones import build_feature_net, resolved_weights
 from zoo.callbacks import EpochLog, RetrievalEvaluation, TrainingBackup, read_epoch_log, weights_are_finite
 from zoo.cli import metrics_table
 from zoo.data import DATASETS, load_dataset
-from zoo.evaluation import evaluation_pipelines, evaluation_sets, measure, raw_pixel_model
+from zoo.evaluation import evaluation_pipelines, evaluation_sets, measure, own_references, raw_pixel_model
 from zoo.methods import build_model, check_hyperparameters
 from zoo.names import METHOD_NAMES
 from zoo.monitor import TrainingDiverged, warn_if_not_learned
@@ -355,7 +355,8 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     eval_data, gallery_data = evaluation_pipelines(queries, gallery, config)
     evaluation = RetrievalEvaluation(eval_data, every_n_epochs=config.eval_every, log_dir=str(run_dir / "logs"),
                                      log_images=True, reference_dataset=gallery_data, recall_ks=config.recall_ks,
-                                     precision_ks=config.precision_ks, seed=config.seed)
+                                     precision_ks=config.precision_ks, seed=config.seed,
+                                     own_reference=own_references(queries, gallery))
     callbacks = [
         *model.training_callbacks(),
         evaluation,

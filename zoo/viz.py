@@ -140,11 +140,13 @@ def nearest_neighbors(
     k: int,
     reference_embeddings: np.ndarray | None = None,
     reference_labels: np.ndarray | None = None,
+    own_reference: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest references of ``embeddings[query_indices]``, ranked as :func:`zoo.metrics.evaluate` ranks.
 
     Without references the references are all the ``embeddings``, each query excluded from its
-    own neighbours.
+    own neighbours; with them, ``own_reference`` (as :func:`zoo.metrics.evaluate`'s, one per embedding) names
+    the references that are the queries themselves, never shown as their neighbours.
 
     Returns:
         ``(indices, distances)``: int64 (Q, k) positions among the references, most similar first,
@@ -156,10 +158,11 @@ def nearest_neighbors(
     same_set = reference_embeddings is None
     references = l2_normalise(embeddings if same_set else reference_embeddings)
     reference_labels = np.asarray(labels if same_set else reference_labels, np.int64)
-    num_references = len(references) - same_set
+    query_indices = np.asarray(query_indices, np.int64)
+    own = None if own_reference is None or same_set else np.asarray(own_reference, np.int64)[query_indices]
+    num_references = len(references) - same_set - bool(own is not None and (own >= 0).any())
     if not 1 <= k <= num_references:
         raise ValueError(f"k={k} must be between 1 and the number of references per query ({num_references})")
-    query_indices = np.asarray(query_indices, np.int64)
     ranking = compute_ranking(
         l2_normalise(np.asarray(embeddings)[query_indices]),
         np.asarray(labels, np.int64)[query_indices],
@@ -167,6 +170,7 @@ def nearest_neighbors(
         reference_labels,
         k=k + same_set,
         positive_ranks=False,
+        own_reference=own,
     )
     indices, similarities = ranking.neighbors, ranking.similarities
     if same_set:  # drop the query itself, keeping the order of the others
@@ -228,6 +232,7 @@ def grid_from_embeddings(
     reference_embeddings: np.ndarray | None = None,
     reference_labels: np.ndarray | None = None,
     reference_dataset: tf.data.Dataset | None = None,
+    own_reference: np.ndarray | None = None,
     class_names: Sequence[str] | None = None,
     seed: int = 0,
     failures: bool = False,
@@ -239,6 +244,7 @@ def grid_from_embeddings(
         embeddings, labels: :func:`zoo.evaluation.embed_dataset` of ``dataset``.
         reference_embeddings, reference_labels, reference_dataset: a gallery to retrieve from
             (In-Shop), given together; None retrieves among the other images of ``dataset``.
+        own_reference: the gallery position of each query's own image (-1: none), never its neighbour.
         class_names: names of the class ids, shown in the captions; the ids when None.
         failures: draw the queries among those whose nearest neighbour is of another class.
 
@@ -249,13 +255,15 @@ def grid_from_embeddings(
         raise ValueError("give reference_embeddings, reference_labels and reference_dataset together, or none")
     candidates = np.arange(len(labels))
     if failures:
-        nearest, _ = nearest_neighbors(embeddings, labels, candidates, 1, reference_embeddings, reference_labels)
+        nearest, _ = nearest_neighbors(embeddings, labels, candidates, 1, reference_embeddings, reference_labels,
+                                       own_reference)
         gallery_labels = np.asarray(labels if reference_labels is None else reference_labels)
         candidates = candidates[gallery_labels[nearest[:, 0]] != np.asarray(labels)]
         if not len(candidates):
             raise ValueError("no query's nearest neighbour is of another class: there is no failure to show")
     queries = candidates[seeded_sample(len(candidates), n_queries, seed)]
-    neighbors, distances = nearest_neighbors(embeddings, labels, queries, k, reference_embeddings, reference_labels)
+    neighbors, distances = nearest_neighbors(embeddings, labels, queries, k, reference_embeddings, reference_labels,
+                                             own_reference)
     if reference_dataset is None:
         reference_labels = labels
         images = images_at(dataset, np.concatenate([queries, neighbors.ravel()]), labels)

@@ -14,6 +14,11 @@ Zero-shot split by class, as the benchmarks: without a split file, a ``test_frac
 drawn with ``seed``, are the test classes and the others train. A split file says it instead: a CSV of
 rows ``label,split`` (``split`` is ``train`` or ``test``; every class listed), by default ``split.csv``
 in the image folder; or, for a CSV of images, its third column (``path,label,split``, per image).
+
+A CSV with a header row names its columns, in any order (Open Metric Learning's convention, whose
+``validation`` split is the ``test`` one): ``path``, ``label``, optional ``split``, and optional ``is_query``
+and ``is_gallery`` (true/false, 1/0). With the last two, the test images are evaluated query against
+gallery (:func:`load_query_gallery`; a row may be both, and a query never retrieves itself), as In-Shop is.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ MAX_PIXELS = 50_000_000  # default limit of width x height: a 50-megapixel photo
 MAX_PIXELS_VARIABLE = "ZOO_MAX_PIXELS"  # the environment variable that overrides it
 SPLIT_FILE = "split.csv"
 SPLIT_NAMES = ("train", "test")
+SPLIT_ALIASES = {"validation": "test"}  # Open Metric Learning's name of the evaluation split
+CSV_COLUMNS = ("path", "label", "split", "is_query", "is_gallery")
+TRUE, FALSE = ("1", "true", "t", "yes", "y"), ("0", "false", "f", "no", "n", "")
 
 
 def image_files(folder: str | Path) -> tuple[list[str], list[str | None]]:
@@ -56,37 +64,135 @@ def image_files(folder: str | Path) -> tuple[list[str], list[str | None]]:
     return [str(path) for path in files], labels
 
 
-def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
-    """Rows ``path,label[,split]`` of a CSV (a header row ``path,label...`` is skipped).
+def read_csv_columns(path: str | Path) -> dict[str, list[str]]:
+    """The columns of a CSV of images by name (:data:`CSV_COLUMNS`; module docstring), ``path`` resolved.
 
-    Returns:
-        ``(paths, labels, splits)``: paths resolved against the CSV's folder; ``splits`` None
-        without a third column.
+    A header row naming ``path`` and ``label`` gives the columns (others are ignored); without one (or with
+    a header ``path,...`` only), rows are ``path,label[,split]``. ``validation`` splits read as ``test``.
 
     Raises:
-        ValueError: not a text CSV, a row without a label, or with a split column on some rows only.
+        ValueError: not a text CSV, no rows, a row of another width, or a row without a label.
     """
     path = Path(path)
     try:
         with open(path, newline="") as stream:
-            rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+            rows = [[cell.strip() for cell in row] for row in csv.reader(stream) if row and any(c.strip() for c in row)]
     except (UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path} is not a text CSV of rows 'path,label': {error}") from None
-    if rows and rows[0][0].strip().lower() == "path":
+    header = [cell.lower() for cell in rows[0]] if rows else []
+    named = "path" in header and "label" in header
+    if named or header[:1] == ["path"]:
         rows = rows[1:]
     if not rows:
         raise ValueError(f"{path} has no rows 'path,label'")
     widths = {len(row) for row in rows}
-    if not widths <= {2, 3} or len(widths) > 1:
-        bad = next(i for i, row in enumerate(rows, 1) if len(row) != len(rows[0]) or len(row) not in (2, 3))
-        raise ValueError(f"{path}: every row must be 'path,label' or every row 'path,label,split'; row {bad} is not")
-    paths = [str(path.parent / row[0].strip()) for row in rows]
-    labels = [row[1].strip() for row in rows]
-    unlabelled = [paths[i] for i, label in enumerate(labels) if not label]
+    if named:
+        if len(widths) > 1 or widths != {len(header)}:
+            bad = next(i for i, row in enumerate(rows, 2) if len(row) != len(header))
+            raise ValueError(f"{path}: row {bad} does not have the {len(header)} columns of the header")
+        columns = {name: [row[header.index(name)] for row in rows] for name in CSV_COLUMNS if name in header}
+    else:
+        if not widths <= {2, 3} or len(widths) > 1:
+            bad = next(i for i, row in enumerate(rows, 1) if len(row) != len(rows[0]) or len(row) not in (2, 3))
+            raise ValueError(f"{path}: every row must be 'path,label' or every row 'path,label,split'; row {bad} "
+                             "is not")
+        columns = {name: [row[i] for row in rows] for i, name in enumerate(CSV_COLUMNS[: len(rows[0])])}
+    columns["path"] = [str(path.parent / file) for file in columns["path"]]
+    unlabelled = [file for file, label in zip(columns["path"], columns["label"]) if not label]
     if unlabelled:
         raise ValueError(f"{path}: {len(unlabelled)} rows have an empty label: {', '.join(unlabelled[:10])}")
-    splits = [row[2].strip() for row in rows] if widths == {3} else None
-    return paths, labels, splits
+    if "split" in columns:
+        columns["split"] = [SPLIT_ALIASES.get(split.lower(), split) for split in columns["split"]]
+    return columns
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
+    """Rows ``path,label[,split]`` of a CSV (:func:`read_csv_columns`).
+
+    Returns:
+        ``(paths, labels, splits)``: paths resolved against the CSV's folder; ``splits`` None
+        without a split column.
+
+    Raises:
+        ValueError: a row without a label, or with a split column on some rows only.
+    """
+    columns = read_csv_columns(path)
+    return columns["path"], columns["label"], columns.get("split")
+
+
+def _flags(path: Path, columns: dict[str, list[str]], name: str) -> np.ndarray:
+    """A true/false column of a CSV as booleans."""
+    values = [value.lower() for value in columns[name]]
+    bad = [i for i, value in enumerate(values, 1) if value not in TRUE + FALSE]
+    if bad:
+        raise ValueError(f"{path}: column {name} must be true or false (1 or 0); rows {bad[:10]} are "
+                         f"{[columns[name][i - 1] for i in bad[:3]]}")
+    return np.array([value in TRUE for value in values])
+
+
+def has_query_gallery(data_dir: str | Path | None) -> bool:
+    """Whether ``data_dir`` is a CSV with ``is_query`` and ``is_gallery`` columns (query/gallery evaluation)."""
+    if data_dir is None or not Path(data_dir).is_file():
+        return False
+    columns = read_csv_columns(data_dir)
+    return "is_query" in columns and "is_gallery" in columns
+
+
+def _image_rows(source: str | Path) -> tuple[list[str], list[str]]:
+    """Every image of a class folder or a CSV of ``path,label`` rows, and its label."""
+    if Path(source).is_file():
+        paths, labels, _ = read_csv(source)
+        return paths, labels
+    paths, labels = image_files(source)
+    loose = [path for path, label in zip(paths, labels) if label is None]
+    if loose:
+        raise ValueError(
+            f"{len(loose)} images of {source} are not in a class subfolder (e.g. {loose[0]}): "
+            "put each class's images in a subfolder named after it"
+        )
+    return paths, labels
+
+
+def load_query_gallery(queries: str | Path, gallery: str | Path | None = None) -> tuple[ImageSet, ImageSet]:
+    """Queries and gallery with one label space, from a CSV's ``is_query``/``is_gallery`` rows or two sources.
+
+    Args:
+        queries: a CSV with ``is_query`` and ``is_gallery`` columns (its ``test`` rows when it has a ``split``
+            column) if ``gallery`` is None; else a class folder or a CSV of ``path,label`` rows.
+        gallery: the gallery, a class folder or a CSV.
+
+    Returns:
+        ``(queries, gallery)`` ImageSets (splits ``"query"`` and ``"gallery"``). The same file in both is the
+        same image (:func:`zoo.evaluation.own_references`).
+
+    Raises:
+        ValueError: no query or no gallery image, a CSV without the columns, unreadable images (all named).
+    """
+    if gallery is None:
+        source = Path(queries)
+        if not has_query_gallery(source):
+            raise ValueError(f"{queries} is not a CSV with is_query and is_gallery columns: give the gallery too "
+                             "(--gallery), or add the columns (header path,label,is_query,is_gallery)")
+        columns = read_csv_columns(source)
+        paths, labels = columns["path"], columns["label"]
+        evaluated = np.array([split == "test" for split in columns.get("split", ["test"] * len(paths))])
+        is_query = _flags(source, columns, "is_query") & evaluated
+        is_gallery = _flags(source, columns, "is_gallery") & evaluated
+        where = f"{queries}" + (" (its test/validation rows)" if "split" in columns else "")
+    else:
+        query_paths, query_labels = _image_rows(queries)
+        gallery_paths, gallery_labels = _image_rows(gallery)
+        paths, labels = query_paths + gallery_paths, query_labels + gallery_labels
+        is_query = np.arange(len(paths)) < len(query_paths)
+        is_gallery, where = ~is_query, f"{queries} and {gallery}"
+    for name, rows in (("query", is_query), ("gallery", is_gallery)):
+        if not rows.any():
+            raise ValueError(f"{where} has no {name} image (is_{name} true): a query/gallery evaluation needs both")
+    keep = is_query | is_gallery
+    check_readable([path for path, kept in zip(paths, keep) if kept])
+    labels = np.array(labels)
+    return tuple(build_image_set("folder", name, labels, rows, paths=paths, label_space=keep)
+                 for name, rows in (("query", is_query), ("gallery", is_gallery)))
 
 
 def max_pixels() -> int:
@@ -211,14 +317,7 @@ def load_folder(
     if source.is_file():
         paths, labels, row_splits = read_csv(source)
     else:
-        paths, folder_labels = image_files(source)
-        loose = [path for path, label in zip(paths, folder_labels) if label is None]
-        if loose:
-            raise ValueError(
-                f"{len(loose)} images of {source} are not in a class subfolder (e.g. {loose[0]}): "
-                "put each class's images in a subfolder named after it"
-            )
-        labels, row_splits = folder_labels, None
+        (paths, labels), row_splits = _image_rows(source), None
         split_file = split_file or (str(source / SPLIT_FILE) if (source / SPLIT_FILE).is_file() else None)
     if split_file is not None:
         if not Path(split_file).is_file():
