@@ -14,6 +14,7 @@ from test_index import readme_blocks
 
 import zoo
 from zoo import calibration, cli
+from zoo import index as zoo_index
 from zoo.calibration import choose_cutpoints, resolve_threshold, threshold_sweep
 from zoo.index import Index, embed_files
 
@@ -157,6 +158,10 @@ def test_calibration_is_saved_with_the_index_and_refused_for_another_gallery(ind
     assert reloaded.match(at_angles([3])[0]).label == "a"
     meta = json.loads((path / "index.json").read_text())
     meta["labels"] = ["b", "a"]
+    (path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="its labels list was changed after the index was saved"):
+        Index.load(path, model=index.model)  # the index's own integrity check comes first
+    meta["sha256"]["labels"] = zoo_index._json_sha256(meta["labels"])  # a consistent index of another gallery
     (path / "index.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="was measured on another gallery"):
         Index.load(path, model=index.model)

@@ -181,7 +181,7 @@ def export_index(index: Index, path: str | Path, tflite: bool = False, quantize:
     files = tf.constant(index.files)
 
     def match(images: tf.Tensor, threshold: tf.Tensor) -> dict[str, tf.Tensor]:
-        embeddings = embed(preprocess_for_embedding(images, size))["embeddings"]
+        embeddings = embed(preprocess_for_embedding(images, size), images)["embeddings"]
         squared = (tf.reduce_sum(embeddings**2, axis=1, keepdims=True) - 2 * tf.matmul(embeddings, gallery,
                    transpose_b=True) + tf.reduce_sum(gallery**2, axis=1)[None])
         nearest = tf.argmin(squared, axis=1)

@@ -501,7 +501,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.preset and not has_preset:
         registry.get_entry(args.preset)  # raises with close-name suggestions
     config = config_from_preset(preset) if has_preset else TrainConfig(method=method, run_dir=f"runs/{preset}")
-    dataset = args.dataset or config.dataset  # --preset alone trains on the preset's dataset
+    dataset = config.dataset if args.preset and not args.dataset else named  # --preset alone: the preset's dataset
     overrides: dict[str, Any] = {"dataset": dataset, "command": command_line(sys.argv)}
     if dataset != config.dataset:
         overrides["recall_ks"] = None  # the new dataset's usual Ks
