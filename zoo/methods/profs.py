@@ -33,10 +33,11 @@ Readings (numbers: benchmarks/RESULTS.md, "PROFS: readings measured", under the 
 
 HNCM's classes are chosen in the input pipeline, which reads ``representative_cache`` (refreshed in ``train_step``)
 between steps; with prefetching it can be a few steps old, so an HNCM run (P < L) is not bit-for-bit reproducible,
-while no image is embedded twice; given its classes, a batch is a function of (seed, step). theta^(k) and the sampler's representatives switch at the steps whose optimizer
-index is a multiple of M, so a resumed run stays in step. The proximal anchor theta^(k) is a second copy of the
-trainable weights: ``anchor_dtype="float16"`` halves it, ``anchor_device="/CPU:0"`` keeps it in host memory
-(without a ``tf.distribute`` strategy; a MirroredStrategy keeps a copy per replica).
+while no image is embedded twice; given its classes, a batch is a function of (seed, step). theta^(k) and the
+sampler's representatives switch at the steps whose optimizer index is a multiple of M, so a resumed run stays in
+step. The proximal anchor theta^(k) is a second copy of the trainable weights: ``anchor_dtype="float16"`` halves it,
+``anchor_device="/CPU:0"`` keeps it in host memory (without a ``tf.distribute`` strategy; a MirroredStrategy keeps a
+copy per replica).
 """
 
 from __future__ import annotations
