@@ -1,8 +1,8 @@
 """HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018).
 
-The method as a summary of the paper gives it, without equation numbers (the names below are the summary's); d is
-the squared Euclidean distance of L2-normalised vectors and m the margin of F's triplet loss. Three networks, each
-with its own optimizer, are updated one after the other in every ``train_step``:
+Written from a summary of the paper, not from its text, hence no equation numbers (the loss names are the
+summary's); d is the squared Euclidean distance of L2-normalised vectors and m the margin of F's triplet loss. Three
+networks, each with its own optimizer, are updated one after the other in every ``train_step``:
 
 1. F, the embedding net: the triplet loss ``L_tri = [d(a,p) - d(a,n) + m]_+`` of the batch's mined triplets
    (a, p, n) AND of the hard triplets (a^, p^, n^) = G(a, p, n) that G makes of them (``f_loss``); optionally
