@@ -1,183 +1,43 @@
 """AMDAML: adaptive-margin deep adversarial metric learning (Wang et al., IEEE BigDataSecurity 2020).
 
-Algorithm 1, step by step:
+phi learns the adaptive margin loss L_AM = L_PC + lambda L_R (eq. 2, 5) on the batch's pairs. Its thresholds follow
+the batch's mean positive and negative distances D_p, D_n: T_up = (1 - e^(-alpha D_n)) / (alpha + 1) (eq. 3),
+T_down = log2(1 + e^(beta D_p)) / (beta - 1) (eq. 4), written tau - gamma and tau + gamma in L_PC's hinges
+[gamma - y (tau - D^2)]_+ (eq. 5-6). A generator theta_g makes one adversarial negative per sample by mixup,
+x^ = theta_g x+ + (1 - theta_g) x- (eq. 8); phi and theta_g minimise L = L_AM + eps L_adv (eq. 9).
 
-1. pre-train phi with the adaptive margin loss (eq. 5) on the batch's pairs, no adversarial negatives
-   (the first ``pretrain_steps`` optimizer iterations);
-2. then, every step: build one adversarial negative per sample by mixup with a random negative of
-   the global batch (eq. 8), compute T_up, T_down from the batch (eq. 3-4), and jointly update phi
-   on L_AM and the generator theta_g on eps * L_adv (eq. 9) from the same forward pass.
+Algorithm 1, as ``train_step`` does it:
 
-Logged each step: l_pc, l_r, l_adv, t_up, t_down, theta, the adversarial pairs' mean squared
-distance ``adversarial_d2`` and hinge ``adversarial_pc`` (0 during the pre-training), and the share of the
-batch's negative pairs inside T_down, ``negatives_inside``.
+1. (lines 1-2) the first ``pretrain_steps`` iterations train phi on L_AM alone, without adversarial negatives;
+   theta_g = theta_max sigmoid(w) starts at w = 0;
+2. (lines 4-6) every later step mixes each sample with a random negative of the global batch (eq. 8), embeds the
+   batch and the x^, and computes D_p, D_n, T_up, T_down (eq. 3-4), held constant in the gradient step;
+3. (line 7) from that one forward pass, phi minimises L_AM with the pairs (x+, x^) among the negatives and theta_g
+   minimises eps L_adv (its own SGD, 0.002, Sec. IV.2).
 
-Readings of the paper (its text is garbled or silent here):
+Readings (numbers: benchmarks/RESULTS.md, "AMDAML: readings measured", under the heading in brackets):
 
-- Log base of T_down (eq. 4): base 2, i.e. ``softplus(beta D_p) / ln 2``. It is the base of the paper's
-  own derivative (eq. 10, which contains ln 2), of its lower bound inf T_down = 1/(beta - 1) (eq. 12) and
-  of its validity condition alpha - beta + 2 > 0 (eq. 14), which we enforce together with beta > 1 and
-  alpha > 0; with them gamma = (T_down - T_up) / 2 > 0 for every D_p, D_n >= 0.
-- D_p, D_n are means of the plain distances D_phi over the batch's positive and negative pairs, the
-  negatives including the adversarial pairs (x+, x^) (Sec. III-B). T_up and T_down are computed first
-  (Algorithm 1, line 6) and held constant in the gradient step (line 7): no gradient flows through D_p, D_n.
-- What the hinges compare with tau -+ gamma (``hinge_distance``): eq. 5-7 write the squared distance D_phi^2;
-  Sec. III-B's text asks "D_p <= T_up" and "D_n >= T_down" of the plain distances, and Sec. III-D's bounds
-  (eq. 12-14) are on the plain D_p, D_n. Both readings are implemented: "squared" and "plain" (default).
-- Pairs: every unordered pair of the global batch (y = +1 same class, -1 otherwise) plus one
-  adversarial pair per sample. Eq. 6 sums over the N+ positive and N- negative pairs drawn, which in
-  a Siamese setup come about half and half; a P x K batch holds (P - 1) K / (K - 1) negative pairs per
-  positive pair (9 at 8 x 4), so ``balance="balanced"`` averages the mean positive hinge and the mean
-  negative hinge (adversarial pairs among the negatives), ``"all"`` the mean over all pairs, and
-  ``"non-zero"`` (default) divides each sum by its number of non-zero hinges, as PML's contrastive loss
-  reduces its two terms. Measured with squared hinges (synthetic protocol below, seed 0): "all" drives MAP@R
-  below the untrained net's (0.056 -> 0.027: the negatives' hinges, 10 to 1, push every pair apart, D_p stays
-  high and T_down = 2.3-2.7 in squared distance, beyond the ~2 that unit vectors of many classes can keep);
-  "balanced" 0.056 -> 0.101.
-- The default, measured on glyphs (beta = 3; 100 steps, unseen MAP@R, seeds 0 / 1 / 2; ``python
-  benchmarks/compare_methods.py [--backbone-weights glyphs] --steps 100 --runs amdaml --set balance=...
-  hinge_distance=...``; contrastive: 0.394 / 0.386 / 0.367 fine-tuned, 0.180 / 0.142 / 0.178 from scratch):
-
-  | hinges, reduction (Adam) | fine-tuned from the pretrained small_cnn | from scratch |
-  |---|--:|--:|
-  | squared, balanced, 1e-3 (the default before) | 0.358 / 0.327 / 0.350 | 0.068 / 0.070 / 0.072 |
-  | squared, non-zero, 1e-3 | 0.381 / 0.366 / 0.368 | 0.124 / **0.015** / 0.132 |
-  | squared, non-zero, 3e-4 | 0.393 / 0.370 / 0.392 | 0.110 / **0.030** / 0.124 |
-  | plain, balanced, 1e-3 | 0.326 / 0.285 / 0.310 | 0.043 / 0.037 / 0.038 |
-  | **plain, non-zero, 1e-3 (default)** | 0.375 / 0.352 / 0.364 | 0.089 / 0.080 / 0.080 |
-  | plain, non-zero, 3e-4 | 0.383 / 0.362 / 0.370 | 0.080 / 0.063 / 0.067 |
-
-  Squared hinges under the non-zero reduction collapse seed 1 from scratch at both rates (spread 0.16 and
-  0.21, MAP@R near the untrained net's 0.012). The collapse is L_AM's, not the generator's: seed 1 at 1e-3
-  measures 0.018 with the generator off and 0.014 with the label-preserving one (hinge, "negative",
-  theta_max 0.5). It is a shared shift: the head's outputs on the unseen images share a mean of norm 13.1
-  against deviations of 2.6 around it (seed 0: 2.0 against 3.7), the head's kernel applied to the mean pooled
-  feature (bias norm 0.1), so the unit embeddings all lie near one direction. The paper trains from random
-  initialisation (Sec. IV.2: AlexNet, "randomly initialized"), so the default must not collapse from scratch:
-  plain hinges under the non-zero reduction beat the former default on every seed of both protocols
-  (+0.019 fine-tuned, +0.013 from scratch; at 300 steps fine-tuned 0.398 / 0.413 / 0.405 against 0.369 /
-  0.363 / 0.376) and never collapsed. On the synthetic set (40 unseen classes) they lose to it on every seed
-  (fine-tuned 0.198 against 0.219, from scratch 0.131 against 0.155); glyphs, with 308 unseen classes, decides.
-  ``zoo train`` warns on a collapsed run (:func:`zoo.monitor.warn_if_not_learned`). The collapse needs no
-  generator and no mixed image in BatchNorm's batch: L_AM alone on the real images (``mix_space="embedding"``,
-  every step pre-training) collapses seed 1 the same (0.016).
-- beta on glyphs: 5 in ``amdaml_glyphs``; the class and the Cars196 preset keep the paper's 3. The paper sets
-  alpha and beta by a sensitivity sweep on its data (Sec. IV.6, Fig. 6: beta = 3 best on CIFAR-10 and SVHN, ten
-  classes each); the same sweep on glyphs (plain, non-zero hinges, "negative" target, 100 steps, unseen MAP@R,
-  seeds 0 / 1 / 2; ``--set beta=...``; alpha - beta + 2 > 0 allows beta < 7), with T_down and the share of the
-  batch's negative pairs inside it (``negatives_inside``), mean of the second epoch, fine-tuned, seed 0:
-
-  | beta | fine-tuned | from scratch | T_down | negatives inside T_down |
-  |---|--:|--:|--:|--:|
-  | 3 (the paper's) | 0.375 / 0.352 / 0.364 | 0.089 / 0.080 / 0.080 | 1.26 | 0.24 |
-  | 4 | 0.382 | 0.109 | 1.11 | |
-  | **5** | 0.384 / 0.374 / 0.377 | 0.139 / 0.127 / 0.156 | 1.03 | 0.08 |
-  | 6 | 0.388 / 0.363 / 0.371 | 0.148 / 0.123 / 0.153 | 1.00 | |
-
-  T_down grows with D_p (eq. 4), and on 352 classes D_p stays high, so at beta = 3 T_down stays near 1.26
-  (first epoch 1.29, 38 % of the negatives inside) and L_PC's non-zero mean takes in many easy negatives; at
-  beta = 5 it sits near contrastive's fixed margin of 1 and averages the hardest 8 %. beta = 5: +0.014
-  fine-tuned and +0.058 from scratch over beta = 3 on every seed; L_R is not the cause (lambda = 0: 0.374
-  against 0.375, seed 0). At the presets' 300 steps (fine-tuned, seed 0; contrastive 0.440) beta = 5 measures
-  0.408, beta = 6 0.400.
-- alpha: the paper's 5 ("relative optimal when alpha is around 5.0", Sec. IV.6, Fig. 6c). The same sweep on
-  glyphs at beta = 5 (alpha > 3 for eq. 14; T_up <= 1 / (alpha + 1)), "negative" target, unseen MAP@R, seeds
-  0 / 1 / 2:
-
-  | alpha | fine-tuned, 100 steps | from scratch, 100 steps | fine-tuned, 300 steps |
-  |---|--:|--:|--:|
-  | 3.5 | | | 0.411 |
-  | 4 | 0.384 / 0.379 / 0.383 | 0.135 / 0.122 / 0.135 | 0.424 / 0.422 / 0.409 |
-  | **5** | 0.384 / 0.374 / 0.377 | 0.139 / 0.127 / 0.156 | 0.408 / 0.419 / 0.398 |
-  | 6 | 0.381 / 0.363 / 0.377 | 0.142 / 0.123 / 0.153 | 0.428 / 0.422 / 0.405 |
-  | 8 | | | 0.425 |
-
-  No alpha wins every column: 4 gains 0.004 fine-tuned at 100 steps and 0.010 at 300 and loses 0.010 from
-  scratch; 6 gains 0.010 at 300 steps and loses 0.004 at 100. The 300-step figures are not monotone in alpha
-  (0.411, 0.424, 0.408, 0.428, 0.425 from 3.5 to 8 on seed 0): the spread is the runs', not alpha's, and
-  alpha stays 5.
-- The pair (x+, x^)'s target (``target``): "mixup" by default. Sec. III-C makes x^ by mixup (ref. [33]) because
-  "linear interpolations of feature vectors should lead to linear interpolations of the associated targets",
-  so the pair's hinge interpolates as the mix does: theta [D - T_up]_+ + (1 - theta) [T_down - D]_+; "negative"
-  holds x^ to T_down as a negative of x+. Measured, unseen MAP@R, seeds 0 / 1 / 2, glyphs and (last column) the
-  synthetic set:
-
-  | target | fine-tuned, 100 steps | from scratch, 100 steps | fine-tuned, 300 steps | synthetic, fine-tuned |
-  |---|--:|--:|--:|--:|
-  | **mixup** | 0.398 / 0.389 / 0.398 | 0.138 / 0.131 / 0.153 | 0.440 / 0.440 / 0.427 | 0.230 / 0.254 / 0.269 |
-  | negative (the default before) | 0.384 / 0.374 / 0.377 | 0.139 / 0.127 / 0.156 | 0.408 / 0.419 / 0.398 | 0.248 / 0.262 / 0.275 |
-  | no generator (L_AM alone) | | | 0.431 / 0.421 / 0.420 | |
-  | L_AM alone, lambda = 0 | | | 0.439 / 0.432 / 0.421 | |
-  | contrastive | 0.394 / 0.386 / 0.367 | 0.180 / 0.142 / 0.178 | 0.440 / 0.428 / 0.423 | 0.324 / 0.336 / 0.347 |
-
-  With the "negative" target the generated pairs cost 0.016 at 300 steps (L_AM alone 0.424; the generator's
-  pairs mixed as embeddings instead of images 0.410, so it is not BatchNorm's view of the mixes) and L_R 0.007;
-  the label-preserving generator (hinge, "negative" closeness, theta_max 0.5) measures 0.418. The mixup target
-  turns the cost into a gain: +0.017 at 100 steps and +0.027 at 300 over "negative", +0.013 and +0.005 over
-  contrastive; from scratch it changes nothing (0.141 both; contrastive 0.167). On the synthetic set (40 unseen
-  classes) it loses 0.011 fine-tuned and 0.006 from scratch; glyphs, with 308, decides, as for the hinges. Its
-  pairs sit between the margins (300 steps: D^2(x+, x^) 0.35, i.e. D 0.59, T_down 0.62), the embeddings spread
-  less (0.56 against 0.92) and theta stays near 0.51.
-- Pre-training (Algorithm 1, line 1; the paper gives no length): a third of the steps. With the mixup target,
-  100 steps, seeds 0 / 1 / 2, 0 / 33 / 67 steps of it: fine-tuned 0.392 / 0.395 / 0.396, from scratch 0.126 /
-  0.141 / 0.142 (``--set pretrain_steps=...``): it matters from scratch only, and is not what keeps AMDAML under
-  contrastive there (0.167).
-- L_R (eq. 5) covers the kernels and biases of the embedding net (W^(m), b^(m)); BatchNorm scales and
-  offsets are not in eq. 1 and are left out. It enters as lambda / (2 N_pairs) sum ||W||^2, eq. 5 divided
-  by its number of pairs. Its scale: for tiny_cnn (64-d) 1/2 sum ||W||^2 is 109 at initialisation and 54
-  after 150 steps, the logged ``l_r`` (unscaled); in the loss it is 0.22 then 0.11, and its gradient norm
-  is 5 % then 0.4 % of L_PC's, so it does not dominate. Without it (lambda = 0) MAP@R 0.111 against 0.101
-  (seed 0, no generator), within the seed-to-seed spread.
-- Eq. 8's generator: x^ = theta_g x+ + (1 - theta_g) x- is a mixup (ref. [33]) of a sample x+ with a
-  random negative x- of the batch, theta_g = theta_max sigmoid(w) one learned scalar, w = 0 at
-  Algorithm 1, line 2. The pair (x+, x^) enters L_PC as a negative pair. L_adv = closeness + lambda2 *
-  adversary, the closeness relative to ||x+ - x-||^2 (so that it does not depend on the input's units):
-  ||x^ - x+||^2 -> (1 - theta)^2, ||x^ - x-||^2 -> theta^2. lambda1 = 0.1, lambda2 = 50, eps = 0.1
-  (Sec. IV.2). Sec. III-C asks for hard NEGATIVES: "close to both" x+ and x-, "misclassified by the
-  learned metric", and (mixup) targets that interpolate with the inputs. Readings (:data:`AMDAML.READINGS`):
-  - ``adversary``: "hinge" ``[D^2(x+, x^) - T_down]_+`` (bring x^ inside the margin, stop there, as
-    DAML's J_adv, ref. [31]) or "ascent" ``-L_PC(x+, x^)`` (eq. 8 literally: a gradient only once x^ is
-    inside the margin, pushing it further in, to a copy of x+).
-  - ``closeness``: which end weighs 1, the other lambda1: "negative" (optimum theta = 0.09, x^ stays a
-    negative) or "sample" (DAML's J_hard + lambda1 J_reg, optimum theta = 0.91: x^ -> x+).
-  - ``theta_max``: 0.5 keeps x^ at least half x-, so it keeps the negative's label; 1 allows a copy of x+.
-  - ``target``: "mixup" (default, below), or "negative": the mixup target weighs the pair's positive hinge
-    by theta and its negative hinge by 1 - theta, as mixup's interpolated targets.
-  - ``mix_space``: "input" (eq. 8: x^ is an input of phi; F runs on twice the batch) or "embedding"
-    (mixes F's embeddings of x+ and x- and re-normalises: no second forward pass, and the pair's
-    distance becomes (1 - theta) ||f(x+) - f(x-)|| before the re-normalisation, a wider margin on the
-    real negative pairs rather than a new sample). CPU per step against triplet's (tiny_cnn 64 px,
-    batch 32): 3.10x for "input", 1.00x for "embedding" (benchmarks/RESULTS.md). On glyphs, fine-tuned,
-    seed 0, unseen MAP@R (squared, balanced hinges): "input" 0.358, "embedding" 0.353; "input" stays the
-    default, as eq. 8 writes it.
-  Eq. 8 as written (ascent, "sample", theta_max 1: the default) drives theta up from both terms
-  (dL_adv/dlogit < 0 at every theta): on the held-out glyphs (then with L_PC over all pairs) theta reached
-  0.92-0.94, the mix a near copy of x+ labelled a negative. Measured (synthetic, 40 classes of which
-  20 unseen, tiny_cnn 32 px, 64-d, P8 x K4, Adam 1e-3, 150 steps, 50 of them pre-training, balanced
-  L_PC of squared hinges; MAP@R of the unseen classes, untrained 0.056 / 0.052; seeds 0, 1):
-
-  | reading | MAP@R | theta, D^2(x+, x^), hinge of (x+, x^) at the end |
-  |---|--:|---|
-  | triplet, random negatives (baseline; seed 2: 0.122) | 0.116, 0.126 | |
-  | contrastive (zoo's, 0 / 1; seed 2: 0.164) | 0.146, 0.179 | |
-  | L_AM alone, no generator | 0.101, 0.097 | |
-  | **ascent, "sample", theta_max 1, input (default; "negative" target)** | 0.117, 0.087 | 0.55, 0.48, 0.80 |
-  | hinge, "negative", theta_max 0.5, input | 0.101, 0.081 | 0.25, 0.88, 0.60 |
-  | the same, embedding mix | 0.096 | 0.26, 0.76, 0.65 |
-  | generator at 10x (SGD 0.02), no pre-training: default | 0.104 | 0.89, 0.04, 1.23 |
-  | the same: hinge, "negative", theta_max 0.5 | 0.089 | 0.31, 0.94, 0.55 |
-  | the same: "mixup" target (ascent, "sample", theta_max 1) | 0.097 | 0.36, 0.68, 0.62 |
-
-  The default is the reading that measured best, in each of the three paired comparisons (+0.016, +0.006,
-  +0.015), although it is the one the issue suspected: with the generator at 10x its rate theta reaches
-  0.89, x^ is a near copy of x+ (D^2 0.04) and its hinge is saturated at T_down, and yet MAP@R does not
-  suffer. The collapse measured before (MAP@R below the untrained net's) came from the pair averaging
-  ("all", above), which the balanced and non-zero means remove. The label-preserving readings stay available. AMDAML
-  loses to both baselines by L_AM itself (0.099 without the generator), not by the generator: T_up <= 1/6
-  and T_down >= 1/2 in squared distance with linear hinges (alpha = 5, beta = 3, the paper's), against the
-  contrastive loss's squared hinges at 0 / 1.
-- The adversary is the generator alone: phi minimises L_AM (adversarial pairs included), theta_g
-  minimises eps L_adv; the two gradients come from the same forward pass (Algorithm 1, line 7).
+- eq. 4's log is base 2: the paper's own eq. 10 (ln 2), eq. 12 (inf T_down = 1/(beta - 1)) and eq. 14 hold only so;
+  alpha > 0, beta > 1 and alpha - beta + 2 > 0 are enforced (:func:`check_margin_parameters`).
+- D_p, D_n are means of plain distances, the pairs (x+, x^) among the negatives (Sec. III-B); no gradient.
+- ``hinge_distance="plain"``: Sec. III-B's "D_p <= T_up" over eq. 5's D^2; squared hinges collapse a seed from
+  scratch ["Hinges and reduction of L_PC"].
+- ``balance="non-zero"``: each of eq. 6's sums over its non-zero hinges, as PML's contrastive loss; "all" lets the
+  (P - 1) K / (K - 1) negatives per positive of a P x K batch dominate ["Hinges and reduction of L_PC"].
+- beta: the paper's 3; ``amdaml_glyphs`` takes 5 from the paper's sensitivity sweep (Sec. IV.6) rerun on glyphs
+  ["beta"]. alpha: the paper's 5; no other value wins on glyphs ["alpha"].
+- ``target="mixup"``: Sec. III-C's interpolated targets, the pair (x+, x^)'s hinge theta [D - T_up]_+ +
+  (1 - theta) [T_down - D]_+; "negative" holds x^ to T_down ["Target of the generated pairs"].
+- ``pretrain_steps``: the paper gives no length; 1000 of its 5000 iterations, 100 of 300 in ``amdaml_glyphs``
+  ["Pre-training"].
+- L_R covers phi's kernels and biases (eq. 1's W^(m), b^(m); BatchNorm is not in eq. 1) and enters as
+  lambda L_R / N_pairs, eq. 5 per pair ["L_R"].
+- L_adv = closeness + lambda2 adversary, closeness relative to ||x+ - x-||^2; lambda1 0.1, lambda2 50, eps 0.1
+  (Sec. IV.2). ``adversary="ascent"``: -L_PC(x+, x^), eq. 8's "max L_PC" as written ("hinge": DAML's J_adv);
+  ``closeness="sample"``: (1 - theta)^2 + lambda1 theta^2, DAML's J_hard + lambda1 J_reg ("negative" swaps the
+  weights); ``theta_max=1`` (0.5 keeps x^ at least half x-). Eq. 8 as written measured best ["Eq. 8's generator"].
+- ``mix_space="input"``: eq. 8 mixes phi's inputs, so F runs on twice the batch; "embedding" mixes F's outputs
+  (no second forward pass) ["Eq. 8's generator"].
 """
 
 from __future__ import annotations

@@ -1,94 +1,33 @@
 """HTG: an adversarial approach to hard triplet generation (Zhao et al., ECCV 2018).
 
-Three networks, each with its own optimizer, updated one after the other in every ``train_step``:
+Written from a summary of the paper, not from its text, hence no equation numbers (the loss names are the
+summary's); d is the squared Euclidean distance of L2-normalised vectors and m the margin of F's triplet loss. Three
+networks, each with its own optimizer, are updated one after the other in every ``train_step``:
 
-1. F, the embedding net: the triplet loss ``[d(a,p) - d(a,n) + m]_+`` of the batch's mined triplets
-   (a, p, n) = F's embeddings AND of the hard triplets (a^, p^, n^) = G(a, p, n) that G makes of them
-   (``f_loss``); optionally plus b L_cls.
-2. D, the multi-category discriminator on embeddings, K real classes + 1 fake class:
-   ``L_D = L_real + b L_fake``, the softmax losses of the real a, p, n under their labels and of the
-   generated a^, p^, n^ under the fake class K.
-3. G, the adversarial triplet generator: ``L_G = L_inv + b L_cls`` with the inverse triplet objective
-   ``L_inv = [d(a^,n^) - d(a^,p^) + m]_+`` (it pushes same-class vectors apart and pulls different-class
-   ones together) and the label preservation ``L_cls``, the softmax loss of D(a^), D(p^), D(n^) under
-   the real labels.
+1. F, the embedding net: the triplet loss ``L_tri = [d(a,p) - d(a,n) + m]_+`` of the batch's mined triplets
+   (a, p, n) AND of the hard triplets (a^, p^, n^) = G(a, p, n) that G makes of them (``f_loss``); optionally
+   plus b L_cls.
+2. D, the multi-category discriminator on embeddings, K real classes + 1 fake class: ``L_D = L_real + b L_fake``,
+   the softmax losses of the real a, p, n under their labels and of the generated a^, p^, n^ under the fake class K.
+3. G, the adversarial triplet generator: ``L_G = L_inv + b L_cls``, the inverse triplet objective
+   ``L_inv = [d(a^,n^) - d(a^,p^) + m]_+`` (it pushes same-class vectors apart and pulls different-class ones
+   together) and the label preservation L_cls, the softmax loss of D(a^), D(p^), D(n^) under the real labels.
 
-d is the squared Euclidean distance of L2-normalised vectors.
+Choices where the summary is silent (numbers: benchmarks/RESULTS.md, "HTG: readings measured", under the heading in
+brackets):
 
-Choices where the paper summary is silent:
-
-- Order F -> D -> G, all from one forward pass of F: D and G see F's (stopped) embeddings of the step
-  and each network's update uses the others' latest weights (D's update before G's): G and D alternate.
-- G is an MLP on the concatenated triplet (3 d -> hidden -> 3 d) added to its input and L2-normalised
-  per vector, its output layer initialised at zero: it starts as the identity, so F starts on the
-  plain triplet loss and G learns to make the triplets harder.
-- D is an MLP d -> hidden -> K + 1 logits. L_real, L_fake and L_cls average over the 3 T vectors of
-  the T triplets (the summary: "a, p and n falling in the right labels"), so a sample counts once per
-  triplet it is in. m is the triplet loss's margin (0.2). b = 1, hidden = 512 units, Adam 1e-3 for D.
-- Which triplets G hardens: the summary contrasts mining with generation and names no sampler. The triplet
-  loss's miner picks them, FaceNet's semi-hard negatives by default; F's real and generated terms are reduced
-  as that loss reduces (the mean for the FaceNet loss, the mean over the non-zero hinges for PML's).
-  Measured, glyphs, fine-tuned from the pretrained small_cnn, 100 steps, unseen MAP@R, seeds 0 / 1 / 2
-  (``python benchmarks/compare_methods.py --backbone-weights glyphs --steps 100 --runs htg --set miner=random``):
-
-  | G's triplets | HTG | the same triplet loss without G |
-  |---|--:|--:|
-  | **semi-hard (default)** | 0.369 / 0.374 / 0.388 | 0.391 / 0.390 / 0.388 |
-  | random | 0.315 / 0.313 / 0.323 | 0.312 / 0.303 / 0.331 |
-  | every triplet, PML's loss (margin 0.05, mean over non-zero) | 0.346 | 0.342 |
-
-  From scratch: semi-hard 0.196 / 0.154 / 0.193 (without G 0.180 / 0.141 / 0.154; contrastive 0.180 / 0.142 / 0.178),
-  random 0.114 / 0.080 / 0.105. G's triplets match the loss they are made of on random and all triplets and
-  cost 0.013 on semi-hard ones at 100 steps; semi-hard HTG beats the triplet losses on random and on all
-  triplets and comes within 0.006 of contrastive (paired; benchmarks/RESULTS.md). At the presets' 300 steps G's
-  triplets add to semi-hard mining: HTG 0.429 / 0.431 / 0.415 against 0.417 / 0.420 / 0.406 without G (+0.011
-  paired; D's L_real ends at 4.6-4.8, ln 353 = 5.87 at chance). That table is at G's 1e-5 (below).
-- G's learning rate: the summary gives none. The class default, 1e-5, was measured from scratch on random
-  triplets (the table below), where G at 1e-4 inverts the triplets and F followed; ``htg_glyphs`` takes 1e-4,
-  a tenth of F's 1e-3. Measured, semi-hard triplets, unseen MAP@R, seeds 0 / 1 / 2 (``--set
-  generator_learning_rate=...``; semi-hard triplets without G 0.391 / 0.390 / 0.388 fine-tuned, contrastive
-  0.394 / 0.386 / 0.367):
-
-  | G's Adam | glyphs, fine-tuned | glyphs, from scratch | glyphs, 300 steps | synthetic, fine-tuned / scratch |
-  |---|--:|--:|--:|--:|
-  | 1e-6 | 0.390 | | | |
-  | 1e-5 | 0.369 / 0.374 / 0.388 | 0.196 / 0.154 / 0.193 | 0.429 / 0.431 / 0.415 | 0.330 / 0.216 (means) |
-  | **1e-4** | 0.421 / 0.393 / 0.395 | 0.195 / 0.169 / 0.200 | 0.453 / 0.456 / 0.450 | 0.337 / 0.217 (means) |
-  | 3e-4 | 0.412 | | | |
-
-  At 1e-4 G wins its game (L_inv 0.012 at the end of a 100-step run, against 0.54 at 1e-5) and F's loss on
-  G's triplets is 0.81, four margins: the triplets are inverted, as on the synthetic set below, but with G's
-  change fixed in F's gradient (``f_through_g=False``) F does not follow the inversion back; it takes every
-  generated triplet's hinge, where semi-hard mining leaves most at 0 (F's loss on the real ones 0.03). Over
-  1e-5: +0.026 fine-tuned, +0.028 at 300 steps (fine-tuned), +0.007 from scratch; over the semi-hard triplets
-  without G +0.013 (100 steps) and +0.039 (300), over contrastive +0.020 and +0.023. On random triplets, whose
-  hinges are mostly active already, 1e-4 adds nothing (0.339 / 0.280 / 0.301 against 0.312 / 0.303 / 0.331
-  without G): G's inverted triplets help where mining leaves F few active hinges.
-- F's loss, G's learning rate and whether F's gradient passes through G were measured from scratch on
-  unseen classes (synthetic, 40 classes of which 20 unseen, tiny_cnn 32 px, 64-d, P8 x K4, Adam 1e-3,
-  150 steps; MAP@R of the unseen classes, untrained 0.052-0.057; seeds 0, 1[, 2]; the same batches; random
-  triplets, the default then):
-
-  | F's loss (f_loss, f_through_g, G's Adam) | MAP@R |
-  |---|--:|
-  | triplet, random negatives (the baseline) | 0.116, 0.126, 0.122 |
-  | contrastive (zoo's, 0 / 1) | 0.146, 0.179, 0.164 |
-  | G's triplets only, through G, 1e-4 (the summary's F) | 0.041, 0.053 |
-  | real + generated + b L_cls, through G, 1e-4 | 0.027, 0.033 |
-  | real + generated, through G, 1e-4 | 0.041, 0.032 |
-  | real + generated + b L_cls, G's change fixed, 1e-4 | 0.069 |
-  | real + generated + b L_cls, G's change fixed, 1e-5 | 0.035 |
-  | real + generated, through G, 1e-5 | 0.115 |
-  | real + generated, G's change fixed, 1e-4 | 0.079 |
-  | **real + generated, G's change fixed, 1e-5 (default)** | 0.119, 0.150, 0.124 |
-
-  Why the others lose, from their logs: at G's 1e-4 G wins outright (L_inv 0.001-0.04, F's loss on G's
-  triplets 0.41-0.89, above the margin: the triplets are inverted), and through G's Jacobian F follows G's
-  inversion back (the real triplets' loss ends at 0.200 = m: F collapsed). D stays at chance on F's
-  moving embeddings (L_real 3.3-3.7 >= ln 21 = 3.04), so b L_cls carries no label information and
-  dominates F's loss (3.5 of 4.3). At 1e-5 G hardens the triplets without inverting them (F's loss on
-  them 0.09 against 0.07 on the real ones, L_inv 0.57). It beats the triplet baseline and loses to
-  the contrastive loss, which itself beats triplet here: HTG is a triplet method.
+- Order F -> D -> G, from one forward pass of F: D and G see F's stopped embeddings of the step, D updates before G,
+  so G plays against the latest D.
+- G is an MLP on the concatenated triplet (3 d -> hidden -> 3 d) added to its input and L2-normalised per vector,
+  its output layer initialised at zero: it starts as the identity, so F starts on the plain triplet loss.
+- D is an MLP d -> hidden -> K + 1 logits. L_real, L_fake and L_cls average over the 3 T vectors of the T triplets
+  (the summary: "a, p and n falling in the right labels"). m = 0.2, b = 1, hidden = 512 units, Adam 1e-3 for D.
+- Which triplets G hardens: the triplet loss's miner picks them, semi-hard by default; F's real and generated terms
+  are reduced as that loss reduces ["Which triplets G hardens"].
+- ``f_loss="real+generated"`` with ``f_through_g=False`` (G's change fixed in F's gradient): F on G's triplets alone,
+  or through G's Jacobian, follows G's inversion of the triplets and collapses ["F's loss"].
+- G's learning rate: the summary gives none; 1e-5 by default (measured from scratch on random triplets), 1e-4 in
+  ``htg_glyphs``, a tenth of F's 1e-3 ["G's learning rate"].
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PROFS: deep metric learning with alternating projections onto feasible sets (Can, Gürbüz, Alatan).
+"""PROFS: deep metric learning with alternating projections onto feasible sets (Can, Gürbüz, Alatan, ICIP 2021).
 
 Algorithm 1 of the paper, and where each line lives here::
 
@@ -11,68 +11,33 @@ Algorithm 1 of the paper, and where each line lives here::
                                 + L(theta; B))  (eq. 4.6 / 4.7)     proximal_term
     theta^(k+1) <- theta                                            ProfsModel.start_projection_if_due
 
-Batches are ``(images, labels, is_representative)``: P classes x I images, the first image of each
-class group its current representative (:func:`profs_pipeline`, which
-:meth:`ProfsModel.make_train_dataset` builds). By default the metric loss takes every pair of the batch;
-with ``anchored_at_representatives`` it sees ``is_representative`` as its ``anchor_mask``: every pair or
-triplet is anchored at a representative, and pairs between two non-representatives are ignored (the
-lifted loss adaptation of Sec. 5.3).
+Batches are ``(images, labels, is_representative)`` (:func:`profs_pipeline`, built by
+:meth:`ProfsModel.make_train_dataset`): P classes x I images, each class's representative first.
 
-Choices where the paper is silent or ambiguous:
+Readings (numbers: benchmarks/RESULTS.md, "PROFS: readings measured", under the heading in brackets):
 
-- I counts the representative: a class in a batch has its representative and I - 1 examples, so
-  that p(y) = B / (I L) = P / L is exactly the probability that a class is in a batch, and
-  M = ceil(rho L / P), computed in integers (PAPER_NOTES: the float formula is off by one).
-- lambda = 1e-3 (Sec. 5.2) multiplies 1/2 ||theta^(k) - theta||^2; eq. 4.7 and Algorithm 1 print
-  the term without it. theta is the embedding net's trainable weights (not the loss's own weights,
-  e.g. the margin loss's beta).
-- Representatives: projection k draws, for every class with at least 2 images, a representative
-  different from projection k - 1's (Sec. 4: distinct samples for consecutive sets).
-- Hard negative class mining: each batch draws one query class uniformly, then the P - 1 classes
-  whose cached representatives are nearest to the query's (squared Euclidean); classes never
-  cached are skipped, and the batch is filled with uniformly drawn classes when fewer are cached.
-- Which pairs the metric loss takes: eq. 4.6 constrains only the pairs (k_l, j) of a representative, and
-  Sec. 5.3 drops the lifted loss's pairs of two non-representatives; eq. 4.7 "disregards the resultant loss
-  formulation in Eq. (4.6)" and keeps "only [the] batch construction": any loss on the batch built around
-  the representatives ("alternating projections only introduces a constrained batch construction step").
-  Measured, glyphs fine-tuned from the pretrained small_cnn (C-PROFS-HNCM, P16 x I4, 100 steps, seeds 0 / 1 / 2,
-  unseen MAP@R; ``python benchmarks/compare_methods.py --backbone-weights glyphs --steps 100 --runs profs --set
-  anchored_at_representatives=True``): every pair 0.388 / 0.378 / 0.398 (0.388 +- 0.008), representative pairs
-  only 0.385 / 0.361 / 0.372 (0.373 +- 0.010); the same loss without PROFS (contrastive) 0.394 / 0.386 / 0.367.
-  From scratch: every pair 0.196 / 0.151 / 0.178, representative pairs 0.156 / 0.093 / 0.133, contrastive
-  0.180 / 0.142 / 0.178. Every pair is the default (paired gain over contrastive +0.006 fine-tuned, +0.008 from
-  scratch; representative pairs -0.010 and -0.040). Sec. 5.2's optimizer (beta_2 .99, the new layer at 10x) at
-  the glyphs' 1e-3 lowers the fine-tuned seed 0 to 0.358 (0.388 without; contrastive: 0.367 against 0.394).
-  The parts, fine-tuned: without HNCM 0.405 / 0.383 / 0.386 (with it 0.388 / 0.378 / 0.398: neutral, kept as
-  the paper's best variant); without the proximal term (seed 0) 0.388, the same. Neither part alone accounts
-  for the gain over contrastive.
-- Default base loss: contrastive (C-PROFS, Table 1's best PROFS row), not the triplet loss, whose
-  semi-hard miner collapses from scratch. Measured, 80 synthetic classes (40 unseen), tiny_cnn 32 px,
-  64-d, P8 x I4, 150 steps, Adam 1e-3, unseen MAP@R (untrained 0.029): triplet semi-hard 0.031, triplet
-  random 0.026 (seed 0 each), contrastive 0.074 +- 0.012 (seeds 0-1; the same loss without PROFS:
-  0.097 +- 0.017). The paper presets keep T-PROFS-HNCM (triplet, batch-hard), as in the paper; it
-  learns from scratch too (0.085, seed 0).
-- Optimizer (Sec. 5.2): Adam with beta_2 = .99 and a 10x learning rate for the new embedding layer,
-  :data:`PAPER_OPTIMIZER`, which the paper presets (fine-tuning from ImageNet) pass to
-  :class:`zoo.optimizers.PaperAdam` through ``training["optimizer"]``. Not in the digits preset nor by
-  default: from scratch, where every layer is new, the 10x head (1e-2) lowered the contrastive run above
-  to 0.035 +- 0.006.
+- I counts the representative, so p(y) = B / (I L) = P / L is the probability that a class is in a batch and
+  M = ceil(rho L / P), in integers: the float formula is off by one (B = 96, I = 2, L = 376 gives 48, not 47).
+- lambda = 1e-3 (Sec. 5.2) multiplies 1/2 ||theta^(k) - theta||^2, which eq. 4.7 and Algorithm 1 print without it;
+  theta is the embedding net's trainable weights (not a loss's own, e.g. the margin loss's beta).
+- Representatives: projection k draws, for every class of 2+ images, one other than projection k - 1's (Sec. 4).
+- HNCM: a batch draws one query class, then the P - 1 classes whose cached representatives are nearest to its
+  (squared Euclidean); classes never cached are skipped, and uniform classes fill the batch.
+- The metric loss takes every pair of the batch (eq. 4.7: "any proper loss" on the constrained batch, "only [the]
+  batch construction"); ``anchored_at_representatives`` keeps the pairs of a representative (eq. 4.6, Sec. 5.3's
+  lifted adaptation) ["Which pairs the metric loss takes"].
+- Base loss: contrastive (C-PROFS) by default, as the triplet loss's semi-hard miner collapses from scratch; the
+  paper presets keep T-PROFS-HNCM ["Default base loss: contrastive, not triplet"].
+- Sec. 5.2's Adam (beta_2 .99, the new layer at 10x) is :data:`PAPER_OPTIMIZER`, passed by the paper presets only
+  (fine-tuning from ImageNet) ["Sec. 5.2's optimizer from scratch"].
 
-HNCM design: the class choice happens in the input pipeline (a Python generator feeding
-``tf.data``), which reads the model's ``representative_cache`` variable between steps. The cache
-is refreshed inside ``train_step`` from the representatives of every batch. Trade-off: the
-pipeline prefetches, so the cache it reads can be a few steps old, and with HNCM (and P < L) a
-run is not bit-for-bit reproducible: the class choice depends on when the generator reads the
-cache. In return no image is embedded twice and no candidate pool is wasted. Given its classes,
-a batch is a deterministic function of (seed, step).
-
-The projection schedule follows the optimizer's iteration counter: theta^(k) is refreshed at the
-start of every step whose index is a multiple of M, and the sampler switches representatives at
-the same steps (it starts from the counter's value, so a resumed run stays in step).
-
-Memory: the proximal anchor theta^(k) is a second copy of the embedding net's trainable weights.
-``anchor_dtype="float16"`` halves it; ``anchor_device="/CPU:0"`` keeps it in host memory
-(without a ``tf.distribute`` strategy; a MirroredStrategy keeps a copy per replica).
+HNCM's classes are chosen in the input pipeline, which reads ``representative_cache`` (refreshed in ``train_step``)
+between steps; with prefetching it can be a few steps old, so an HNCM run (P < L) is not bit-for-bit reproducible,
+while no image is embedded twice; given its classes, a batch is a function of (seed, step). theta^(k) and the
+sampler's representatives switch at the steps whose optimizer index is a multiple of M, so a resumed run stays in
+step. The proximal anchor theta^(k) is a second copy of the trainable weights: ``anchor_dtype="float16"`` halves it,
+``anchor_device="/CPU:0"`` keeps it in host memory (without a ``tf.distribute`` strategy; a MirroredStrategy keeps a
+copy per replica).
 """
 
 from __future__ import annotations

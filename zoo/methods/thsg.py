@@ -1,93 +1,42 @@
 """THSG: two-stage hard sample generation for deep metric learning (Zhu et al., "Construct Informative Triplet
 with Two-stage Hard-sample Generation", arXiv 2021).
 
-The embedding net F is trained on real triplets X = (a, p, n) and on hard triplets made from them in two
-stages (Fig. 4, Algorithm 1):
+The embedding net F learns from real triplets X = (a, p, n) and from hard triplets made of them in two stages
+(Fig. 4). Stage 1: piecewise linear manipulation (PLM, eq. 9-11) stretches each anchor-positive pair to (a*, p*),
+and G1 maps it to (a', p') against the conditional discriminator DG1 (eq. 12-16). Stage 2: G2 maps (a', p', n) to
+the hard triplet X̂ = (â, p̂, n̂) with the adaptive reverse triplet (ART) loss, against the (C+1)-class DG2
+(eq. 17-23). F, with the classifier CF, minimises eq. 5: e^(-β/L_G) L_t(X) + φ L_class + (1 - e^(-β/L_G)) L_t(X̂).
+Algorithm 1, as ``train_step`` does it: embed the batch, X = F(I) (line 5); PLM with d_t (eq. 9-11); update DG1
+(eq. 16), then G1 (eq. 12) (line 6); re-extract X' (line 7); update DG2 (eq. 23), then G2 (eq. 17) (lines 8-9);
+re-extract X̂ and update F and CF on eq. 5 (lines 10-11). Line 2, pre-training F: the first ``pretrain_epochs``.
 
-- Stage 1: piecewise linear manipulation (PLM, eq. 9-11) stretches each anchor-positive pair to (a*, p*);
-  generator G1 maps it to (a', p'), trained against the conditional discriminator DG1 (eq. 12-16).
-- Stage 2: generator G2 maps (a', p', n) to the hard triplet (â, p̂, n̂) with the adaptive reverse triplet
-  (ART) loss, trained against the (C+1)-class discriminator DG2 (eq. 17-23).
-- F (with the shared classifier CF) learns from eq. 5: e^(-β/L_G) L_t(X) + φ L_sm(X, X', X̂)
-  + (1 - e^(-β/L_G)) L_t(X̂).
+Readings (numbers: benchmarks/RESULTS.md, "THSG: readings measured", under the heading in brackets):
 
-Choices where the paper is silent or ambiguous:
-
-- Loss normalisation: the paper writes each loss for one triplet (Sec. 4.1); every loss here is that
-  per-triplet sum, averaged over the triplets of the global batch.
-- d(a, p) in eq. 10-11 is the squared Euclidean distance, as in eq. 15 and 20 (``plm_squared_distance=False``
-  uses the plain distance). λ is a per-pair constant (no gradient through it); a*, p* are not re-normalised.
-- d_t (eq. 11) is the mean d(a, p) over the previous epoch's anchor-positive pairs; in the first epoch, which
-  has no previous one, it is the running mean of the current epoch so far (this batch included). It rolls
-  over at each epoch end through :class:`DistanceThresholdUpdate`, one of ``training_callbacks()`` (which
-  ``zoo.training`` passes to ``fit``; without it d_t stays the running mean and pre-training never ends).
-- τr (eq. 19) uses the previous step's L_G2 (τr and L_G2 depend on each other); the eq. 5 weight uses this
-  step's L_G2, computed in the G2 update just before. Both are detached. Before the first G2 update L_G2 is
-  +inf, so the first τr is 0.
-- The "0" (generated) class of DG2 in eq. 23 is index C here, as our labels are 0..C-1; the ½ and 1/(C+1)
-  factors of eq. 16 and 23 are kept as printed.
-- CF learns only in the eq. 5 step, beside F (its own Adam, 1e-3); G1 and G2 use it as a fixed label
-  critic (eq. 13, 21), as they use DG1 and DG2 (eq. 14, 22).
-- Triplets: generation always starts from random triplets (every positive pair with a random negative);
-  a ``miner`` other than "random" replaces only L_org by the mined triplets' loss (eq. 25, Sec. 6.5).
-- Generators: "two fully connected layers with dimensions 128 and 512" (Sec. 6.2, the paper's 512-d
-  embedding), each output L2-normalised. G1 is Dense(128, ReLU) -> Dense(D), applied to a* and p* alone
-  (eq. 12-15 condition each output on its own input). G2 sees the whole triplet: Sec. 5.4 "maps its input
-  {a', p'} and n to {â, p̂, n̂}" because "the hard negative sample is not only related to the information of
-  negative sample itself, but also to the anchor-positive pair", so it is one map of the concatenation
-  [a', p', n] (3D) -> Dense(128, ReLU) -> Dense(3D) -> (â, p̂, n̂), one L2-normalised D-vector each; eq. 18's
-  G2(a'), G2(p'), G2(n) name its three outputs. (A per-vector G2 makes n̂ independent of a', which the text
-  rules out; measured, 80 synthetic classes, tiny_cnn, 150 steps at 1e-3, seeds 0-1: unseen MAP@R 0.013
-  either way, untrained 0.029: in this budget eq. 5 is held back by L_class, not by G2.) The discriminators,
-  which the paper does not describe, are Dense(hidden_units, ReLU) -> Dense(classes). CF is one Dense(C)
-  layer. These sub-networks compute in float32.
-- Gradients reach F through PLM, G1 and G2 in the eq. 5 step (end-to-end, Sec. 4.2); G1 and G2 are frozen
-  there. The stage 1 and 2 updates see F's embeddings detached.
-- Pre-training F (Algorithm 1, line 2): during the first ``pretrain_epochs`` epochs F's gradient comes from
-  L_t(X) alone; G1, G2, DG1, DG2 and CF keep training on the detached embeddings, so they are ready when
-  eq. 5 takes over (a condition around optimizer updates is not allowed under MirroredStrategy). The paper
-  gives no length: one epoch by default and in every preset, so that the first eq. 5 epoch has the d_t of
-  the pre-trained F (eq. 11). Measured, 80 synthetic classes (40 unseen), tiny_cnn 32 px, 64-d, P8 x K4,
-  3 epochs x 50 steps, Adam 1e-3, unseen MAP@R over seeds 0-1 (untrained 0.029): no pre-training 0.013,
-  one epoch 0.022, one epoch and coupled L2 4e-4 on F too 0.026. Both help; neither reaches the random
-  triplet baseline (0.092 in 150 steps): L_class stays at chance (8 ln 40 = 29.5, CF at 1e-3 cannot fit 40
-  classes in 150 steps) and φ L_class drives F; CF at 1e-2 gives 0.035 (seed 0). The paper's ratio of
-  CF's to F's learning rate is 100 (1e-3 / 1e-5).
-- CF's learning rate: Sec. 6.2 trains F at 1e-5 and CF at 1e-3, 100x faster, so that CF is a fitted label
-  critic while F moves; φ L_class through a CF still at chance only adds noise to F (l_class stays at
-  8 ln C). At the glyphs budget F learns at 1e-3, so ``thsg_glyphs`` keeps the paper's ratio (CF at 0.1).
-  Measured, glyphs (352 classes), fine-tuned from the pretrained small_cnn, 100 steps, seed 0, unseen MAP@R
-  (untrained 0.338; random-triplet baseline 0.312): CF at 1e-2 0.299, at 0.1 0.331; φ = 0 0.321
-  (``python benchmarks/compare_methods.py --backbone-weights glyphs --steps 100 --seeds 0 --runs thsg --set
-  classifier_learning_rate=0.1``); 3 seeds at 0.1: 0.321 +- 0.013 against 0.315 +- 0.012. From scratch,
-  100 steps, seed 0: CF at 1e-3 0.079, at 0.1 0.064; the published 300-step ``thsg_glyphs``: 0.158 at 0.1,
-  0.125 at 1e-3 (l_class falls from 46 to 38 with the paper's ratio).
-- φ (eq. 5) is per dataset in Table 2: 0.5 (CUB-200), 0.25 (Cars196), 0.2 (SOP); ``thsg_glyphs`` takes
-  CUB-200's. Measured, glyphs, fine-tuned, 100 steps, seed 0, φ = 0.5 / 0.2 / 0 (``--set phi=...``): THSG
-  0.332 / 0.314 / 0.321 (random triplets 0.312): the category loss helps THSG on random triplets.
-- φ with a miner: eq. 25 (THSG(Semi/Soft/D)) keeps eq. 4's w_l = φ, but Sec. 6.5 trains under ref. [39]'s
-  protocol (ResNet50, frozen BatchNorm, 128-d) and gives no φ for it; Table 2's are Sec. 6.2's. Measured,
-  glyphs, fine-tuned, 100 steps, seeds 0 / 1 / 2, unseen MAP@R (semi-hard triplets 0.391 / 0.390 / 0.388,
-  distance-weighted 0.383 / 0.381 / 0.396):
-
-  | φ | THSG(Semi) | THSG(D) |
-  |---|--:|--:|
-  | 0.5 (CUB-200's) | 0.365 / 0.363 / 0.376 | 0.361 / 0.355 / 0.378 |
-  | 0.2 (SOP's) | 0.378 | 0.372 |
-  | **0.05** | 0.391 / 0.383 / 0.389 | 0.399 / 0.385 / 0.373 |
-  | 0 (no L_class) | 0.398 / 0.388 / 0.390 | 0.390 / 0.389 / 0.396 |
-
-  At 0.5 eq. 8's eight softmax losses cost the mined versions 0.021 and 0.022; at 0.05 they match their
-  mining (-0.002, -0.001). φ = 0 (+0.003, +0.005, within the seeds' spread) drops a term eq. 25 keeps and
-  freezes CF, whose gradient is φ ∇L_class, so that G1 and G2 (eq. 13, 21) would answer to an untrained label
-  critic. Elsewhere at 0.05, 3 seeds, paired: from scratch +0.009 (Semi) and -0.007 (D); fine-tuned at 300
-  steps +0.005 and -0.013 (THSG(D) at φ = 0: -0.005); on the synthetic set (40 training classes) fine-tuned -0.020 and -0.027, where
-  φ = 0 measures 0.000 and +0.003: there the category loss is the cost.
-  ``mining_phi`` = 0.05 is φ whenever the miner is not "random" (``--set mining_phi=...``).
-- Optimizers: "Adam optimizer with 4e-4 weight decay" (Sec. 6.2) in PyTorch 1.6, whose ``Adam(weight_decay=...)``
-  adds wd * w to the gradient: every sub-network's Adam is :class:`zoo.optimizers.PaperAdam` with that coupled
-  ``l2_weight_decay``, and so is F's in the presets (their ``training["optimizer"]``). Keras's decoupled
-  ``weight_decay`` would decay F by lr * wd = 4e-9 a step, i.e. not at all.
+- Each loss is the paper's per-triplet sum (Sec. 4.1), averaged over the triplets of the global batch.
+- d(a, p) of eq. 10-11 is squared, as d is in eq. 15 and 20 (``plm_squared_distance=False``: plain); λ is a
+  per-pair constant (no gradient); a*, p* are not re-normalised.
+- d_t (eq. 11) is the previous epoch's mean d(a, p), rolled over by :class:`DistanceThresholdUpdate` (one of
+  ``training_callbacks()``); the first epoch, which has none, uses the running mean of the epoch so far.
+- τr (eq. 19) uses the previous step's L_G2 (the two depend on each other), eq. 5's weight this step's; both
+  detached, and the first τr is 0 (L_G2 starts at +inf).
+- DG2's "0" (generated) class of eq. 23 is index C (labels are 0..C-1); eq. 16's ½ and eq. 23's 1/(C+1) as printed.
+- CF learns only in the eq. 5 step (its own Adam); G1 and G2 use it as a fixed label critic (eq. 13, 21), as they
+  use DG1 and DG2 (eq. 14, 22). F's gradient passes through PLM, G1 and G2 there (end-to-end, Sec. 4.2); the
+  stage 1 and 2 updates see F's embeddings detached.
+- Generation starts from random triplets; another ``miner`` replaces only L_org by the mined triplets' loss (eq. 25).
+- Generators: "two fully connected layers with dimensions 128 and 512" (Sec. 6.2, 512 its embedding size), i.e.
+  Dense(128, ReLU) -> Dense(D), L2-normalised. G1 maps a* and p* one by one; G2 maps the concatenation
+  [a', p', n] to (â, p̂, n̂), because Sec. 5.4 makes the hard negative depend on the anchor-positive pair
+  ["G2 on the whole triplet"]. DG1, DG2 (the paper does not describe them): Dense(hidden, ReLU) -> Dense(classes);
+  CF: one Dense(C). All compute in float32.
+- Pre-training (line 2) has no length in the paper: one epoch of L_t(X) alone, so that eq. 5's first epoch has the
+  d_t of the pre-trained F; the sub-networks keep training meanwhile ["Pre-training F"].
+- CF's learning rate: Sec. 6.2's ratio to F's, 100 (1e-3 / 1e-5), kept in ``thsg_glyphs`` (CF at 0.1 beside F's
+  1e-3) ["CF's learning rate"].
+- φ per dataset (Table 2: 0.5 CUB-200, 0.25 Cars196, 0.2 SOP); ``thsg_glyphs`` takes CUB-200's ["phi (eq. 5)"].
+- φ with a miner: eq. 25 keeps φ but Sec. 6.5 gives none; ``mining_phi`` = 0.05 ["phi with a miner"].
+- "Adam optimizer with 4e-4 weight decay" (Sec. 6.2) is PyTorch's coupled L2 (g + wd w): every sub-network's, and
+  F's in the presets, is :class:`zoo.optimizers.PaperAdam` (Keras's decoupled decay would be lr * wd, i.e. nothing).
 """
 
 from __future__ import annotations

@@ -1,79 +1,39 @@
 """Top-k precision embedding: "sampling wisely" and its loss l_k.
 
 Lu et al., "Sampling Wisely: Deep Image Embedding by Top-k Precision Optimization", ICCV 2019.
-Each image of the batch takes its turn as the query ``z_a`` (Algorithm 1);
-the other images are its candidates, ranked by the large-margin cosine score ``ŝ = s + γ(1 − y)``
-(eq. 4). Only the "misplaced" candidates beside the top-k boundary enter the loss
-``l_k = Σ_N ŝ − Σ_P ŝ`` (eq. 5):
+Algorithm 1: each image of the batch takes its turn as the query ``z_a``; the other images are its candidates,
+ranked by the large-margin cosine score ``ŝ = s + γ(1 − y)`` (eq. 4). Only the "misplaced" candidates beside the
+top-k boundary enter the loss ``l_k = Σ_N ŝ − Σ_P ŝ`` (eq. 5):
 
 - case 1, ``n+ < k`` (Sec. 3.3.1): ``P`` = the positives outside the top k ``K`` (eq. 6); ``N`` = the
   negatives of ``K`` ranked after the first ``k − n+`` negatives (eq. 7, "minimal necessary update");
 - case 2, ``n+ ≥ k`` (Sec. 3.3.2): ``N`` = every negative of ``K`` (eq. 9); ``P`` = the positives outside
   ``K`` that are among the ``k`` best positives, ``ŝ ≥ ŝ+[k]`` (eq. 10).
 
-Choices where the paper is silent or ambiguous:
+The per-query losses are reduced over the batch and F descends on them (Algorithm 1's last line).
 
-- Ties in ŝ: candidates are ranked by ŝ, equal scores by candidate index (the image earlier in the
-  batch ranks higher; ``tf.math.top_k``'s order). So ``K`` holds exactly ``k`` candidates and
-  ``|P| = |N|`` in both cases; the paper's ``K = {ŝ_i ≥ ŝ[k]}`` could hold more than k on ties.
-- The query is not its own candidate (Algorithm 1: "other n images as candidate set"). A query with
-  fewer than ``k`` candidates has all of them in ``K`` and a zero loss.
-- Reduction: Algorithm 1 sums the per-query losses; :class:`TopKPrecisionLoss` takes their mean,
-  the zoo's contract that a loss is a mean over the global batch (loss scale independent of the
-  batch size and of the number of replicas). Under Adam, the paper's optimizer, dividing the loss
-  by the batch size leaves the updates unchanged up to Adam's epsilon.
+Choices where the paper is silent or ambiguous (numbers: benchmarks/RESULTS.md, "top-k: readings measured", under
+the heading in brackets):
+
+- Ties in ŝ: candidates are ranked by ŝ, equal scores by candidate index (the image earlier in the batch ranks
+  higher; ``tf.math.top_k``'s order), so ``K`` holds exactly ``k`` candidates and ``|P| = |N|`` in both cases;
+  the paper's ``K = {ŝ_i ≥ ŝ[k]}`` could hold more than k on ties.
+- The query is not its own candidate (Algorithm 1: "other n images as candidate set"). A query with fewer than
+  ``k`` candidates has all of them in ``K`` and a zero loss.
+- Reduction: Algorithm 1 sums the per-query losses; :class:`TopKPrecisionLoss` takes their mean, the zoo's
+  contract (a loss scale independent of the batch size and of the replicas); under Adam, the paper's optimizer,
+  the updates are the same up to Adam's epsilon.
 - Gradients flow through ŝ of the selected P and N only; the selection (a ranking) is constant.
-- Batches (Sec. 4.4): :class:`TopKBatchSampler`; the last class drawn is cut to fill the batch.
-
-From scratch, and why it looks collapsed (measured: 80 synthetic classes, 40 unseen, tiny_cnn 32 px, 64-d,
-Sec. 4.4 batches of 64 with 11 per class, Adam, seed 0). The untrained net's embeddings are already close
-(train-batch cosine 0.974 within a class, 0.967 across), so every candidate lies within γ of every other,
-ŝ puts the negatives first and every query has the most misplaced pairs, |P| = |N| = k, and
-l_k = kγ = 0.5. l_k is linear in s with |P| = |N|, so it has no gradient along a shift shared by all
-embeddings; at lr 1e-3 Adam lets the shared part of the pre-normalisation output grow (its mean's norm
-0.36 -> 3.2 in 25 steps, deviations 0.10 -> 0.64): the test embeddings fall within 0.015 of their mean
-(0.153 untrained) and the cosines to 1.000, while l_k stays at 0.500 and |P| at k. The ranking survives
-in what is left: unseen MAP@R 0.029 -> 0.075 (25 steps) -> 0.115 (100) -> 0.056 (150), unstable (seed 1:
-0.108 at 150). At lr 1e-4 the shared part stays small (0.36 -> 0.63), the spread at 0.04-0.05, and MAP@R
-climbs steadily, 0.074 (25) -> 0.114 (150) (seed 1: 0.123; random-triplet triplet loss, 32-image batches:
-0.092). The paper fine-tunes ImageNet weights and gives no learning rate (Sec. 4.4); γ and k are the
-paper's (0.1, 5): with tiny_cnn from scratch use lr <= 1e-4.
-
-On glyphs with ``small_cnn`` (PyTorch's BatchNorm settings) the shared shift does not take over, and the
-learning rate and the batches were measured (``python benchmarks/compare_methods.py --runs topk --set
-learning_rate=1e-3 ...``, ``--set images_per_class=4``; 100 steps, seeds 0 / 1 / 2, unseen MAP@R):
-
-| batches, Adam | glyphs, fine-tuned from the pretrained small_cnn | glyphs, from scratch |
-|---|--:|--:|
-| Sec. 4.4's (11 per class), 1e-3 (the baselines' rate) | 0.351 / 0.336 / 0.332 | 0.183 / 0.159 / 0.126 |
-| **Sec. 4.4's, 3e-4 (``topk_glyphs``)** | 0.388 / 0.368 / 0.370 | 0.160 / 0.151 / 0.167 |
-| Sec. 4.4's, 1e-4 | 0.384 / 0.359 / 0.366 | 0.100 / 0.094 / 0.095 |
-| P16 x K4 (the baselines' batches), 3e-4 | 0.391 / 0.390 / 0.396 | 0.124 / 0.121 / 0.114 |
-
-The baselines do not move between these rates (fine-tuned, seed 0: semi-hard triplets 0.391 at 1e-3 and at 3e-4,
-contrastive 0.394 and 0.393), so the rate is top-k's own (l_k's gradient is ±1 on every misplaced score,
-whatever its margin, where the baselines' hinges fade as they are met). The batches: with Sec. 4.4's 11 images of a
-class (n+ = 10 >= k, case 2) a query's loss asks for 5 of its 10 positives in its top 5 and leaves the other 5
-anywhere; with 4 (n+ = 3 < k, case 1) every positive must rank above the negatives, the target of MAP@R. That wins
-on glyphs fine-tuned (+0.017) and loses from scratch (-0.040; embedding spread 0.16-0.19: the shared shift above,
-held off but not gone) and on the synthetic set (fine-tuned 0.258 against 0.299, 3 seeds). Sec. 4.4's sampler stays.
-The baselines, for their part, do better on P16 x K4 than on Sec. 4.4's batches (nearest P x K: 6 x 11; fine-tuned,
-3 seeds: semi-hard triplets 0.390 against 0.364, contrastive 0.383 against 0.332). On the same batches, as the paper
-compares ("the same batch size", Sec. 4.5), top-k beats seven of Table 1's eight on Sec. 4.4's and ties
-distance-weighted triplets (-0.002), and on P16 x K4 beats all eight (benchmarks/RESULTS.md).
-At the presets' 300 steps from scratch (seed 0) 1e-3 is ahead (0.292 against 0.272 at 3e-4): the published
-``topk_glyphs`` keeps its 1e-3 weights, and its card names the command with ``--lr 0.001``.
-
-The authors' released code (github.com/BG2CRW/top_k_optimization, ``main.py`` and ``config/``) runs Adam with
-``eps=1e-2``, PyTorch's coupled weight decay 5e-4, the backbone at 1e-3 and the new embedding layer at 1e-5; the
-paper says only "ADAM". Measured as above (fine-tuned, seed 0, against 0.388 for ``topk_glyphs``): that optimizer
-0.370 (from scratch 0.050 against 0.160); ``eps=1e-2`` alone 0.365 at 3e-4 and 0.356 at 1e-3. Sec. 4.4 also says
-it follows the implementation details of its ref. [21] (github.com/dichotomies/proxy-nca, ``config.json``: Adam
-with ``eps=1.0``, i.e. momentum SGD for small gradients, at 0.045): 0.358 at 0.045 and 0.360 at 0.01 (seed 0).
-Keras' Adam (eps 1e-7) stays.
-
-Do not follow the PyTorch port that circulates (``topk_pre.py``): it shrinks k to n+ in case 1,
-ranks by negative Euclidean distance and assumes the query ranks first in its own row.
+- Batches (Sec. 4.4): :class:`TopKBatchSampler`, 64 images, at most 11 of a class; the last class drawn is cut to
+  fill the batch. It stays the default over the baselines' P x K batches ["Learning rate and batches on glyphs"].
+- Learning rate: the paper gives none (Sec. 4.4); ``topk_glyphs`` takes Adam 3e-4, since l_k's gradient is ±1 on
+  every misplaced score ["Learning rate and batches on glyphs"]; from scratch on tiny_cnn, lr <= 1e-4: l_k has no
+  gradient along a shift shared by all embeddings ["From scratch, and why it looks collapsed"].
+- Optimizer: Keras's Adam (eps 1e-7); the paper says "ADAM", its authors' code and its ref. [21] run other
+  settings, which measured no better ["The authors' optimizer, and that of ref. [21]"].
+- Do not follow the PyTorch port that circulates (``topk_pre.py``): it shrinks k to n+ in case 1, ranks by
+  negative Euclidean distance and assumes the query ranks first in its own row. Fig. 2 and Fig. 3's worked
+  examples are test vectors (tests/test_topk.py).
 """
 
 from __future__ import annotations
