@@ -145,16 +145,34 @@ def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, set
         config.hyperparameters.update(
             {**hyperparameters, **{key: value for key, value in settings.items() if key not in training_settings}})
         entry = registry.get_entry(preset)
-        if publish and config.hyperparameters == entry["hyperparameters"] and config.dataset == entry["dataset"] \
-                and steps == preset_training["epochs"] * preset_training["steps_per_epoch"]:
-            config.publish_as, config.command = preset, entry["command"]
+        publishable = publish and config.hyperparameters == entry["hyperparameters"] and \
+            config.dataset == entry["dataset"] and steps == preset_training["epochs"] * preset_training["steps_per_epoch"]
         start = time.perf_counter()
         result = train(config)
         seconds = time.perf_counter() - start
         logs = read_epoch_log(Path(run_dir) / "history.jsonl")[-1]
+        published = publish_run(preset, config, result, Path(run_dir)) if publishable else None
     return {"metrics": result["metrics"], "untrained": result["metrics_untrained"], "last_epoch": logs,
-            **({"published": config.publish_as} if config.publish_as else {}),
+            **({"published": published} if published else {}),
             "seconds": round(seconds, 1), **({"zero_shot": result["metrics_zero_shot"]} if result["metrics_zero_shot"] else {})}
+
+
+def publish_run(preset: str, config: Any, result: dict[str, Any], run_dir: Path) -> str:
+    """Publish a finished run's ``model.keras`` as ``preset`` (as ``zoo train --publish`` does); a refused one (below
+    the untrained model, say) is recorded, not published: returns the preset or why it was refused."""
+    import keras  # noqa: PLC0415 (TensorFlow after argparse)
+
+    from zoo import registry  # noqa: PLC0415
+    from zoo.training import check_publishable, training_record  # noqa: PLC0415
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    try:
+        check_publishable(model, result["metrics"], result["metrics_untrained"], force=False)
+    except ValueError as refused:
+        return f"refused: {refused}"
+    registry.publish(preset, model, result["metrics"], result["metrics_untrained"],
+                     command=registry.get_entry(preset)["command"], trained_with=training_record(config))
+    return preset
 
 
 def zero_shot_once(dataset: str) -> dict[str, Any]:
