@@ -67,11 +67,7 @@ def read_csv(path: str | Path) -> tuple[list[str], list[str], list[str] | None]:
         ValueError: not a text CSV, a row without a label, or with a split column on some rows only.
     """
     path = Path(path)
-    try:
-        with open(path, newline="") as stream:
-            rows = [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{path} is not a text CSV of rows 'path,label': {error}") from None
+    rows = _csv_rows(path, "path,label")
     if rows and rows[0][0].strip().lower() == "path":
         rows = rows[1:]
     if not rows:
@@ -158,10 +154,22 @@ def check_readable(paths: list[str] | tuple[str, ...]) -> None:
                          f"large:\n  {listed}")
 
 
+def _csv_rows(path: Path, columns: str) -> list[list[str]]:
+    """The non-blank rows of the CSV ``path`` (of rows ``columns``, for the error).
+
+    Raises:
+        ValueError: the file is not a text CSV, named.
+    """
+    try:
+        with open(path, newline="") as stream:
+            return [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a text CSV of rows '{columns}': {error}") from None
+
+
 def _read_split_file(path: Path, classes: list[str]) -> dict[str, str]:
     """Class -> split from rows ``label,split`` of ``path``; every class must be listed."""
-    with open(path, newline="") as stream:
-        rows = [row for row in csv.reader(stream) if row and row[0].strip() and row[0].strip().lower() != "label"]
+    rows = [row for row in _csv_rows(path, "label,split") if row[0].strip() and row[0].strip().lower() != "label"]
     assignment = {row[0].strip(): row[1].strip() for row in rows if len(row) >= 2}
     missing = sorted(set(classes) - set(assignment))
     if missing:
