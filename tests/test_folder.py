@@ -47,8 +47,11 @@ def test_a_csv_row_with_an_empty_label_or_a_binary_csv_is_refused_by_name(tmp_pa
                                          "photos/class_1/img_0.png,c1\n")
     with pytest.raises(ValueError, match=r"images.csv: 1 rows have an empty label: .*class_0/img_1.jpg"):
         load_dataset("folder", "train", str(tmp_path / "images.csv"))
-    with pytest.raises(ValueError, match="img_0.png is not a text CSV"):
+    with pytest.raises(ValueError, match="img_0.png is not a text CSV of rows 'path,label'"):
         load_dataset("folder", "train", str(root / "class_0" / "img_0.png"))
+    (root / "split.csv").write_bytes((root / "class_0" / "img_0.png").read_bytes())  # a PNG saved as split.csv
+    with pytest.raises(ValueError, match="split.csv is not a text CSV of rows 'label,split'"):
+        load_dataset("folder", "train", str(root))
 
 
 def test_unreadable_images_are_named_before_training(tmp_path, capsys):

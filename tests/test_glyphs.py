@@ -1,5 +1,6 @@
 """The glyphs dataset: zero-shot split, deterministic build, cache, clear errors, and a short run that learns."""
 
+import re
 import sys
 import types
 
@@ -161,3 +162,21 @@ def test_short_run_beats_raw_pixels_on_unseen_characters(splits):
     assert 0.025 < raw < 0.045, raw
     assert after["test"]["map@r"] >= 1.5 * max(raw, before["test"]["map@r"]), (raw, before, after)
     assert after["test"]["recall@1"] >= before["test"]["recall@1"] + 0.1, (before, after)
+
+
+def test_a_damaged_cache_file_is_named_and_built_again(tmp_path, monkeypatch):
+    built = []
+
+    def build(progress: bool = True, **options):  # a stand-in for the 20 s build: 2 classes of 2 images
+        built.append(options)
+        return {"images": np.zeros((4, 8, 8), np.uint8), "codes": np.array([65, 65, 66, 66])}
+
+    monkeypatch.setattr(glyphs, "build_glyphs", build)
+    path = glyphs.cache_path(tmp_path, image_size=glyphs.IMAGE_SIZE, images_per_class=glyphs.IMAGES_PER_CLASS,
+                             seed=0)  # load_glyphs's defaults
+    path.write_bytes(b"PK\x03\x04 cut by a full disk")
+    with pytest.warns(UserWarning, match=f"the glyphs cache {re.escape(str(path))} cannot be read .*building it again"):
+        glyphs.load_glyphs("train", cache_dir=tmp_path, progress=False)
+    assert len(built) == 1
+    with np.load(path) as data:
+        assert data["codes"].tolist() == [65, 65, 66, 66]  # the rebuilt cache replaced the damaged one

@@ -49,8 +49,9 @@ def test_no_learning_warns_below_the_gain(trained, untrained, warns):
 
 @pytest.mark.filterwarnings("ignore::zoo.monitor.CollapseWarning")  # the untrained digits net's spread is 0.07
 def test_a_run_that_does_not_learn_says_so(tmp_path):
-    # Learning rate 0 and frozen BatchNorm: the trained model is the untrained one, gain 0.
-    config = TrainConfig(dataset="digits", epochs=1, steps_per_epoch=1, eval_every=1, learning_rate=0.0,
+    # A learning rate far below float32's resolution of the weights (0 is refused) and frozen BatchNorm: the
+    # trained model ranks as the untrained one, gain 0.
+    config = TrainConfig(dataset="digits", epochs=1, steps_per_epoch=1, eval_every=1, learning_rate=1e-12,
                          freeze_batchnorm=True, measure_raw_pixels=False, run_dir=str(tmp_path / "run"))
     with pytest.warns(NoLearningWarning, match=r"gain \+0\.0000"):
         result = train(config)

@@ -20,7 +20,9 @@ What a run keeps when it is killed or fails:
   backup of the last finite epoch kept; nothing non-finite is backed up or published, and a model whose
   MAP@R is below the untrained model's is published only with ``force`` (``--force``);
 - a run whose held-out MAP@R ends less than 0.01 above the untrained model's warns
-  (:class:`zoo.monitor.NoLearningWarning`): it trained without learning.
+  (:class:`zoo.monitor.NoLearningWarning`): it trained without learning;
+- under ``MultiWorkerMirroredStrategy`` only the chief (:func:`is_chief`) locks and writes the run folder and
+  publishes; the other workers write into temporary folders (Keras's convention) and resume from the chief's.
 """
 
 from __future__ import annotations
@@ -306,19 +308,37 @@ def train(config: TrainConfig) -> dict[str, Any]:
         TrainingDiverged: the loss became NaN or infinite.
     """
     run_dir = Path(config.run_dir)
+    strategy = make_strategy(config.strategy)  # first: a multi-worker cluster is set up before any other op
+    if not is_chief(strategy):  # Keras's convention: another worker writes into a folder of its own, deleted after
+        if config.resume:
+            check_run_folder(config, run_dir)  # reads only: the chief locks and writes the run folder
+        with tempfile.TemporaryDirectory(prefix="zoo-worker-") as scratch:
+            return {**_train_in(Path(scratch), config, strategy, read_dir=run_dir), "run_dir": str(run_dir)}
     with run_folder_lock(run_dir):
         check_run_folder(config, run_dir)
-        return _train_in(run_dir, config)
+        return _train_in(run_dir, config, strategy)
 
 
-def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run: always on one machine; in a cluster, its chief, else worker 0."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type or resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+
+
+def _train_in(run_dir: Path, config: TrainConfig, strategy: tf.distribute.Strategy,
+              read_dir: Path | None = None) -> dict[str, Any]:
+    """The run, written into ``run_dir``; a resumed one read from ``read_dir`` (the chief's run folder, for the
+    other workers of a cluster; None: ``run_dir``). Only the process that writes the run folder publishes."""
+    chief, read_dir = read_dir is None, read_dir or run_dir
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(config.seed)
     train_set = load_dataset(config.dataset, "train", config.data_dir, **config.dataset_options)
     queries, gallery = evaluation_sets(config)
     _write_json(run_dir / "config.json", dataclasses.asdict(config))
-    with make_strategy(config.strategy).scope():
+    with strategy.scope():
         model = build_and_compile(config, train_set.num_classes)
 
     baselines = {}  # measured once per run, kept for a resumed run
@@ -328,12 +348,12 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     if config.measure_zero_shot and resolved_weights(config.backbone, config.backbone_weights) == "imagenet":  # what the ImageNet features give without training
         measured.append(("zero_shot", build_feature_net(config.backbone, config.input_size, "imagenet")))
     for name, baseline in measured:
-        path = run_dir / f"metrics_{name}.json"
+        path = read_dir / f"metrics_{name}.json"
         if config.resume and path.exists():
             baselines[name] = read_json(path, f"the run's {name} metrics")
         else:
             baselines[name] = measure(baseline, queries, gallery, config)
-            _write_json(path, baselines[name])
+        _write_json(run_dir / path.name, baselines[name])
     untrained = baselines["untrained"]
 
     backup = TrainingBackup(run_dir / "backup")
@@ -342,9 +362,9 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         with model.distribute_strategy.scope():
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
-            initial_epoch = backup.restore(model)
-    history_path = run_dir / "history.jsonl"
-    kept = [row for row in read_epoch_log(history_path) if row["epoch"] < initial_epoch] if history_path.exists() else []
+            initial_epoch = TrainingBackup(read_dir / "backup").restore(model)
+    history_path, read_history = run_dir / "history.jsonl", read_dir / "history.jsonl"
+    kept = [row for row in read_epoch_log(read_history) if row["epoch"] < initial_epoch] if read_history.exists() else []
     _write_atomically(history_path, lambda partial: partial.write_text("".join(json.dumps(row) + "\n" for row in kept)))
 
     batch_size = model.train_batch_size(config.classes_per_batch, config.images_per_class)
@@ -377,7 +397,7 @@ def _train_in(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     _write_json(run_dir / "metrics.json", metrics)
     warn_if_not_learned(metrics["map@r"], untrained["map@r"])
     _write_atomically(run_dir / "model.keras", model.save)
-    if config.publish_as:
+    if config.publish_as and chief:
         check_publishable(model, metrics, untrained, config.force)
         registry.publish(config.publish_as, model, metrics, untrained, command=config.command,
                          trained_with=training_record(config))

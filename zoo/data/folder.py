@@ -74,11 +74,7 @@ def read_csv_columns(path: str | Path) -> dict[str, list[str]]:
         ValueError: not a text CSV, no rows, a row of another width, or a row without a label.
     """
     path = Path(path)
-    try:
-        with open(path, newline="") as stream:
-            rows = [[cell.strip() for cell in row] for row in csv.reader(stream) if row and any(c.strip() for c in row)]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ValueError(f"{path} is not a text CSV of rows 'path,label': {error}") from None
+    rows = [[cell.strip() for cell in row] for row in _csv_rows(path, "path,label")]
     header = [cell.lower() for cell in rows[0]] if rows else []
     named = "path" in header and "label" in header
     if named or header[:1] == ["path"]:
@@ -264,10 +260,22 @@ def check_readable(paths: list[str] | tuple[str, ...]) -> None:
                          f"large:\n  {listed}")
 
 
+def _csv_rows(path: Path, columns: str) -> list[list[str]]:
+    """The non-blank rows of the CSV ``path`` (of rows ``columns``, for the error).
+
+    Raises:
+        ValueError: the file is not a text CSV, named.
+    """
+    try:
+        with open(path, newline="") as stream:
+            return [row for row in csv.reader(stream) if row and any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} is not a text CSV of rows '{columns}': {error}") from None
+
+
 def _read_split_file(path: Path, classes: list[str]) -> dict[str, str]:
     """Class -> split from rows ``label,split`` of ``path``; every class must be listed."""
-    with open(path, newline="") as stream:
-        rows = [row for row in csv.reader(stream) if row and row[0].strip() and row[0].strip().lower() != "label"]
+    rows = [row for row in _csv_rows(path, "label,split") if row[0].strip() and row[0].strip().lower() != "label"]
     assignment = {row[0].strip(): row[1].strip() for row in rows if len(row) >= 2}
     missing = sorted(set(classes) - set(assignment))
     if missing:

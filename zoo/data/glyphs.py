@@ -38,6 +38,7 @@ import json
 import os
 import types
 import unicodedata
+import warnings
 from pathlib import Path
 
 import keras
@@ -324,6 +325,17 @@ def cache_path(cache_dir: str | os.PathLike | None = None, **build_options) -> P
     return Path(cache_dir or default_cache_dir()) / f"glyphs-{digest.hexdigest()[:16]}.npz"
 
 
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The images and codes of the cache file ``path``; None, with a warning naming it, when it is damaged."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["images"], data["codes"]
+    except Exception as error:  # zipfile, zlib and numpy raise many kinds for a truncated or damaged file
+        warnings.warn(f"the glyphs cache {path} cannot be read ({type(error).__name__}: {error}): building it "
+                      "again", stacklevel=3)
+        return None
+
+
 def load_glyphs(split: str = "train", *, image_size: int = IMAGE_SIZE, images_per_class: int = IMAGES_PER_CLASS,
                 seed: int = 0, cache_dir: str | os.PathLike | None = None, progress: bool = True) -> ImageSet:
     """Load a split of glyphs, building the dataset into the cache first when it is not there.
@@ -344,15 +356,16 @@ def load_glyphs(split: str = "train", *, image_size: int = IMAGE_SIZE, images_pe
     """
     options = {"image_size": image_size, "images_per_class": images_per_class, "seed": seed}
     path = cache_path(cache_dir, **options)
-    if not path.is_file():
+    cached = _read_cache(path) if path.is_file() else None
+    if cached is None:
         print(f"Building the glyphs dataset once into {path}")
         data = build_glyphs(progress=progress, **options)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial.npz")
         np.savez_compressed(partial, **data)
         os.replace(partial, path)
-    with np.load(path) as data:
-        images, codes = data["images"], data["codes"]
+        cached = _read_cache(path)
+    images, codes = cached
     return build_image_set(
         "glyphs",
         split,
