@@ -322,14 +322,14 @@ def test_plain_batches_are_rejected_with_a_clear_error():
 
 def test_presets_build_their_models():
     names = [p["name"] for p in profs.PRESETS]
-    assert names == ["profs_digits", "profs_glyphs", "profs_cub200", "profs_cars196", "profs_sop"]
+    assert names == ["profs_digits", "profs_glyphs", "profs_lite0_icons", "profs_cub200", "profs_cars196", "profs_sop"]
     for preset in profs.PRESETS:
         model = tiny_model(**preset["hyperparameters"])
-        base_loss = losses.ContrastiveLoss if preset["dataset"] == "glyphs" else losses.TripletLoss  # C- / T-PROFS
+        base_loss = losses.ContrastiveLoss if preset["dataset"] in ("glyphs", "icons") else losses.TripletLoss  # C-/T-PROFS
         assert isinstance(model.metric_loss, base_loss) and model.hard_negative_class_mining
     assert isinstance(tiny_model().metric_loss, losses.ContrastiveLoss)  # the default base loss learns from scratch
     lrs = {p["dataset"]: p["training"]["learning_rate"] for p in profs.PRESETS}
-    assert lrs == {"digits": 1e-4, "glyphs": 1e-3, "cub200": 1e-5, "cars196": 1e-5, "sop": 1e-4}  # Sec. 5.2
+    assert lrs == {"digits": 1e-4, "glyphs": 1e-3, "icons": 1e-3, "cub200": 1e-5, "cars196": 1e-5, "sop": 1e-4}  # Sec. 5.2
 
 
 def test_paper_presets_run_section_5_2_adam_with_a_10x_learning_rate_on_the_new_layer():

@@ -370,7 +370,7 @@ def test_train_dataset_gives_the_sampler_batches():
 
 def test_presets_follow_section_4_4():
     presets = {preset["name"]: preset for preset in PRESETS}
-    assert set(presets) == {"topk_digits", "topk_glyphs", "topk_cub200", "topk_cars196", "topk_sop"}
+    assert set(presets) == {"topk_digits", "topk_glyphs", "topk_lite0_icons", "topk_cub200", "topk_cars196", "topk_sop"}
     assert presets["topk_glyphs"]["training"]["learning_rate"] == 3e-4  # measured (module docstring)
     for name in ("topk_cub200", "topk_cars196", "topk_sop"):
         preset = presets[name]
