@@ -71,8 +71,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     # Real artwork: 1,638 icon names drawn by 22 icon-theme families (python -m zoo.data.icons builds it), 819 / 819.
     "icons": {"dataset": "icons"},
 }
-# --backbone efficientnet_lite0 (with --backbone-weights imagenet): the settings of the ImageNet protocol.
-IMAGENET_PROTOCOL: dict[str, Any] = {"backbone": "efficientnet_lite0", "input_size": 96, "embedding_dim": 64}
+# --backbone efficientnet_lite0 (with --backbone-weights imagenet): the base the protocol's options were measured on.
+EXPLORATION_BASE: dict[str, Any] = {"backbone": "efficientnet_lite0", "input_size": 96, "embedding_dim": 64}
 
 # Hyperparameters counted in optimizer steps: scaled with the run, so that a run shorter than its preset keeps the
 # preset's share (AMDAML pre-trains phi alone for 100 of its preset's 300 steps: 33 of a 100-step run).
@@ -134,7 +134,7 @@ def run_once(name: str, seed: int, steps: int, backbone_weights: str | None, set
         preset, start = imagenet_preset_name(preset), {"measure_zero_shot": False}  # zero-shot: once per benchmark
     training_settings = {key: value for key, value in settings.items() if key in TrainConfig.__dataclass_fields__}
     if backbone != "small_cnn":
-        training_settings = {**IMAGENET_PROTOCOL, "backbone": backbone, **training_settings}
+        training_settings = {**EXPLORATION_BASE, "backbone": backbone, **training_settings}
     with tempfile.TemporaryDirectory() as run_dir:
         config = config_from_preset(preset, seed=seed, run_dir=run_dir, epochs=2, steps_per_epoch=steps // 2,
                                     eval_every=10**6, measure_raw_pixels=False, **start,
@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--backbone-weights", default=None, help="'glyphs': fine-tune the pretrained small_cnn; "
                         "'imagenet' with --backbone efficientnet_lite0")
     parser.add_argument("--backbone", default="small_cnn", help="efficientnet_lite0: the options of a fine-tuning "
-                        "protocol from ImageNet, on IMAGENET_PROTOCOL's size and embedding (overridden by --set)")
+                        "protocol from ImageNet, on EXPLORATION_BASE's size and embedding (overridden by --set)")
     parser.add_argument("--imagenet", action="store_true", help="every method on its <method>_lite0_icons preset: "
                         "EfficientNet-Lite0 from ImageNet (zoo.methods.IMAGENET_PROTOCOL); beside the zero-shot features")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/compare_methods.jsonl"))
